@@ -1,0 +1,1 @@
+"""adaqual_ros.detection."""

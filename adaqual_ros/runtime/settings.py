@@ -1,0 +1,60 @@
+"""Restorer settings: the one place the runtime's knobs are named (the ROS params map onto it)."""
+from dataclasses import dataclass, field, replace
+
+BACKENDS = ('adaqual', 'classical', 'passthrough')
+QUALITY_BACKENDS = ('learned', 'classical', 'deqa')
+DEVICES = ('auto', 'cpu', 'cuda')
+ON_ERROR = ('passthrough', 'drop')
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Quality-map reuse across nearby frames of one stream."""
+
+    enabled: bool = True
+    max_frames: int = 15          # recompute after this many frames
+    max_age_s: float = 1.0        # ... or after this long
+    scene_threshold: float = 0.08  # ... or when the thumbnail signature moves this far
+
+
+@dataclass(frozen=True)
+class RestorerSettings:
+    """
+    Everything the restorer runtime can be told.
+
+    Args:
+        backend (`str`): one of BACKENDS.
+        model_path (`str`, *optional*): pipeline folder (save_pretrained); None = shipped one.
+        device (`str`): 'auto' (CUDA when present), 'cpu' or 'cuda' / 'cuda:N'.
+        half (`bool`): fp16 on CUDA (ignored on CPU).
+        steps (`int`): DDIM sampling steps.
+        skip_threshold (`float`): regions with quality >= this pass through untouched.
+        tile_size (`int`): tile edge in pixels (multiple of the quality cell).
+        quality_backend (`str`): one of QUALITY_BACKENDS.
+        quality_model_path (`str`, *optional*): weights for the 'deqa' estimator.
+        cache (`CacheSettings`): quality-map cache settings.
+        threads (`int`): CPU threads for torch (0 = leave torch's default).
+        compile (`bool`): wrap the model in torch.compile.
+        on_error (`str`): 'passthrough' publishes the input, 'drop' publishes nothing.
+        fallback_to_classical (`bool`): use the classical backend when the model cannot load.
+        seed (`int`): base seed of each stream's start noise.
+    """
+
+    backend: str = 'adaqual'
+    model_path: str = ''
+    device: str = 'auto'
+    half: bool = True
+    steps: int = 2
+    skip_threshold: float = 4.0
+    tile_size: int = 256
+    quality_backend: str = 'learned'
+    quality_model_path: str = ''
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    threads: int = 0
+    compile: bool = False
+    on_error: str = 'passthrough'
+    fallback_to_classical: bool = True
+    seed: int = 0
+
+    def with_changes(self, **changes):
+        return replace(self, **changes)
