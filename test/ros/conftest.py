@@ -40,13 +40,19 @@ def ros_env():
 
 @pytest.fixture
 def spawn(ros_env, tmp_path):
-    """Start `python -m module args...` as a subprocess; all are terminated after the test."""
+    """
+    Start `python -m module args...` (or `python path/to/script.py args...`) as a subprocess.
+
+    Test fixtures are scripts (test/ros/fixtures/*.py): `python -m test...` would resolve to the
+    standard library's `test` package. All processes are stopped after the test.
+    """
     procs = []
 
     def _spawn(module, *args, env=None, log_name=None):
-        log = tmp_path / (log_name or f'{module.rsplit(".", 1)[-1]}_{len(procs)}.log')
+        log = tmp_path / (log_name or f'{Path(module).stem.rsplit(".", 1)[-1]}_{len(procs)}.log')
         handle = open(log, 'w')
-        proc = subprocess.Popen([sys.executable, '-m', module, *args], cwd=REPO,
+        target = [str(REPO / module)] if module.endswith('.py') else ['-m', module]
+        proc = subprocess.Popen([sys.executable, *target, *args], cwd=REPO,
                                 env={**ros_env, **(env or {})}, stdout=handle,
                                 stderr=subprocess.STDOUT)
         proc.log_path = log
