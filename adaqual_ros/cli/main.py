@@ -33,19 +33,23 @@ def _load(name):
         raise
 
 
-def build_parser():
+def build_parser(command=None):
+    """Build the parser; only the chosen subcommand's module is imported (torch is slow)."""
     parser = argparse.ArgumentParser(prog='adaqual', description=__doc__.splitlines()[1])
     sub = parser.add_subparsers(dest='command', required=True)
     for name, (_, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        module = _load(name)
-        if module is not None:
-            module.add_arguments(sp)
+        if name == command:
+            module = _load(name)
+            if module is not None:
+                module.add_arguments(sp)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if a in SUBCOMMANDS), None)
+    args = build_parser(command).parse_args(argv)
     module = _load(args.command)
     if module is None:
         print(f'adaqual {args.command}: not implemented yet', file=sys.stderr)
