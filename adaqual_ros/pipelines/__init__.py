@@ -1,1 +1,11 @@
-"""adaqual_ros.pipelines."""
+"""The AdaQual-Diff pipeline (estimator + prompter + text encoder + denoiser + DDIM)."""
+from adaqual_ros.pipelines.pipeline_adaqual import (
+    AdaQualOutput,
+    AdaQualPipeline,
+    build_scheduler,
+    default_pipeline_path,
+    neutral_quality_map,
+)
+
+__all__ = ['AdaQualOutput', 'AdaQualPipeline', 'build_scheduler', 'default_pipeline_path',
+           'neutral_quality_map']

@@ -38,6 +38,13 @@ class RestorerSettings:
         on_error (`str`): 'passthrough' publishes the input, 'drop' publishes nothing.
         fallback_to_classical (`bool`): use the classical backend when the model cannot load.
         seed (`int`): base seed of each stream's start noise.
+        tile_overlap (`int`): pixels two touching tiles share for a seamless blend (rounded up to
+            a multiple of the quality cell).
+        tile_batch (`int`): most tiles per network call.
+        merge_tiles (`bool`): join touching degraded tiles into larger windows (fewer seams and
+            no overlap work; a fully degraded frame runs as one window).
+        blend_ramp (`int`): pixels over which restored regions fade into skipped ones.
+        channels_last (`bool`): channels_last memory format for the network.
     """
 
     backend: str = 'adaqual'
@@ -55,6 +62,11 @@ class RestorerSettings:
     on_error: str = 'passthrough'
     fallback_to_classical: bool = True
     seed: int = 0
+    tile_overlap: int = 64
+    tile_batch: int = 4
+    merge_tiles: bool = True
+    blend_ramp: int = 16
+    channels_last: bool = True
 
     def with_changes(self, **changes):
         return replace(self, **changes)

@@ -1,0 +1,250 @@
+"""
+`adaqual eval-restore`: PSNR / SSIM of the degraded input, the classical baseline and AdaQual-Diff.
+
+Sets: the seeded held-out synthetic composite set (bsds500/val x the 11 degraded conditions,
+built with adaqual_ros.training.datasets.build_heldout_set) and the real pairs in
+data/paired/{rain100l,raindrop}. Ablations on the synthetic frames: prompts on / empty / shuffled
+between regions, quality-map conditioning on / off (a flat map at the frame's mean), ground-truth
+vs estimated quality maps, and 1 / 2 / 4 sampling steps. Writes DIR/restore.json and
+DIR/restore.md.
+"""
+import json
+from pathlib import Path
+import time
+
+import numpy as np
+
+REAL_SETS = ('rain100l', 'raindrop')
+
+
+def add_arguments(parser):
+    parser.add_argument('--out', required=True, help='output folder (restore.json, restore.md)')
+    parser.add_argument('--assets', help='assets root (default $ADAQUAL_ASSETS)')
+    parser.add_argument('--limit', type=int, default=0,
+                        help='at most N frames per set (spread over the conditions); 0 = all')
+    parser.add_argument('--images', type=int, default=6,
+                        help='clean bsds500/val images in the held-out set (x 11 conditions)')
+    parser.add_argument('--seed', type=int, default=0, help='held-out set and start-noise seed')
+    parser.add_argument('--model', help='pipeline folder (default: the shipped checkpoint)')
+    parser.add_argument('--estimator', default='learned',
+                        help="quality estimator for AdaQual and classical ('learned', "
+                        "'classical'); falls back to 'classical' when 'learned' cannot load")
+    parser.add_argument('--steps', type=int, default=2, help='DDIM steps of the main row')
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
+    parser.add_argument('--no-ablations', action='store_true', help='skip the ablations')
+
+
+def _spread(n_total, limit):
+    if not limit or limit >= n_total:
+        return list(range(n_total))
+    return sorted(set(np.linspace(0, n_total - 1, limit).round().astype(int).tolist()))
+
+
+def _to_uint8(t):
+    return (t.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def _summary(rows):
+    """Mean PSNR/SSIM of a list of (psnr, ssim)."""
+    if not rows:
+        return {'psnr': None, 'ssim': None, 'n': 0}
+    arr = np.asarray(rows, dtype=np.float64)
+    return {'psnr': round(float(arr[:, 0].mean()), 3), 'ssim': round(float(arr[:, 1].mean()), 4),
+            'n': len(rows)}
+
+
+class _Scores:
+    """Accumulates (psnr, ssim) per method, set and condition."""
+
+    def __init__(self):
+        self.rows = {}
+
+    def add(self, method, dataset, condition, restored, clean):
+        from adaqual_ros.metrics.image import psnr, ssim
+
+        value = (psnr(restored, clean), ssim(restored, clean))
+        self.rows.setdefault(method, {}).setdefault(dataset, {}).setdefault(
+            condition, []).append(value)
+        return value
+
+    def table(self, method):
+        out = {}
+        for dataset, per_cond in self.rows.get(method, {}).items():
+            rows = [r for v in per_cond.values() for r in v]
+            entry = _summary(rows)
+            if len(per_cond) > 1 or dataset == 'synthetic':
+                entry['per_condition'] = {c: _summary(v) for c, v in sorted(per_cond.items())}
+            out[dataset] = entry
+        return out
+
+
+def _load_estimator(name, cell):
+    from adaqual_ros.quality import build_estimator
+
+    try:
+        return build_estimator(name, cell=cell), name
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        if name == 'classical':
+            raise
+        print(f'eval-restore: estimator {name!r} unavailable ({exc}); using classical')
+        return build_estimator('classical', cell=cell), 'classical'
+
+
+def run(args):
+    import torch
+
+    from adaqual_ros.assets import assets_root
+    from adaqual_ros.pipelines.pipeline_adaqual import AdaQualPipeline, neutral_quality_map
+    from adaqual_ros.prompting.prompter import empty_prompts, shuffle_prompts
+    from adaqual_ros.quality.types import QualityMap
+    from adaqual_ros.training.datasets import HeldoutSet, PairedFolder, build_heldout_set
+    from adaqual_ros.weather import CONDITIONS, load_layers
+
+    try:
+        from adaqual_ros.runtime.classical import classical_restore
+    except ImportError:  # the runtime's classical restorer is optional here
+        classical_restore = None
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    root = assets_root(args.assets)
+    if root is None:
+        raise FileNotFoundError('no assets: pass --assets DIR or set ADAQUAL_ASSETS')
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    pipe = AdaQualPipeline.from_pretrained(args.model) if args.model else \
+        AdaQualPipeline.from_pretrained()
+    cell = pipe.config.cell
+    estimator, est_name = _load_estimator(args.estimator, cell)
+    pipe.estimator = estimator
+
+    # The held-out set is written once per (images, seed) and reused.
+    held_dir = out / f'heldout_n{args.images}_s{args.seed}'
+    if not (held_dir / 'manifest.json').is_file():
+        layers = load_layers(root / 'data' / 'weather_layers')
+        build_heldout_set(root / 'data' / 'clean' / 'bsds500' / 'val', held_dir, args.images,
+                          args.seed, conditions=CONDITIONS[1:], cell=cell, layers=layers,
+                          overwrite=True)
+    held = HeldoutSet(held_dir)
+
+    scores, t0 = _Scores(), time.time()
+    timing = {'adaqual_ms': []}
+
+    def restore(x, qmap, steps=args.steps, prompts=None):
+        g = torch.Generator().manual_seed(args.seed)
+        t = time.perf_counter()
+        res = pipe(x[None], [qmap], generator=g, num_inference_steps=steps,
+                   prompts=None if prompts is None else [prompts])
+        timing['adaqual_ms'].append((time.perf_counter() - t) * 1000)
+        return _to_uint8(res.images[0]), res.prompts[0]
+
+    def evaluate(dataset, condition, lq_t, gt, gt_qmap=None, ablate=False):
+        lq = _to_uint8(lq_t)
+        qmap = estimator.estimate(lq)
+        scores.add('input', dataset, condition, lq, gt)
+        if classical_restore is not None:
+            scores.add('classical', dataset, condition, classical_restore(lq, qmap), gt)
+        restored, prompts = restore(lq_t, qmap)
+        scores.add('adaqual', dataset, condition, restored, gt)
+        if gt_qmap is not None:
+            scores.add('adaqual_gt_quality', dataset, condition, restore(lq_t, gt_qmap)[0], gt)
+        if not ablate:
+            return
+        rng = np.random.default_rng(args.seed)
+        abl = {
+            'prompts_empty': {'prompts': empty_prompts(prompts)},
+            'prompts_shuffled': {'prompts': shuffle_prompts(prompts, rng)},
+        }
+        for name, kw in abl.items():
+            scores.add(f'ablation/{name}', dataset, condition, restore(lq_t, qmap, **kw)[0], gt)
+        flat = neutral_quality_map(qmap)
+        scores.add('ablation/quality_off', dataset, condition,
+                   restore(lq_t, flat, prompts=prompts)[0], gt)
+        for steps in (1, 2, 4):
+            img = restored if steps == args.steps else restore(lq_t, qmap, steps=steps)[0]
+            scores.add(f'ablation/steps_{steps}', dataset, condition, img, gt)
+
+    picked = _spread(len(held), args.limit)
+    for k, i in enumerate(picked):
+        item = held[i]
+        gt = _to_uint8(item['gt'])
+        gt_qmap = QualityMap(item['quality'].numpy(), item['types'].numpy(), held.cell,
+                             gt.shape[:2])
+        evaluate('synthetic', item['condition'], item['lq'], gt, gt_qmap,
+                 ablate=not args.no_ablations)
+        print(f'synthetic {k + 1}/{len(picked)} {item["id"]}', flush=True)
+    for name in REAL_SETS:
+        folder = root / 'data' / 'paired' / name
+        if not folder.is_dir():
+            print(f'eval-restore: {folder} missing, skipping {name}')
+            continue
+        pairs = PairedFolder(folder)
+        for i in _spread(len(pairs), args.limit):
+            item = pairs[i]
+            evaluate(name, name, item['lq'], _to_uint8(item['gt']))
+        print(f'{name}: {len(pairs)} pairs', flush=True)
+
+    methods = ['input', 'classical', 'adaqual', 'adaqual_gt_quality']
+    results = {m: scores.table(m) for m in methods if m in scores.rows}
+    ablations = {}
+    if not args.no_ablations:
+        syn = {'prompts_on': scores.table('adaqual').get('synthetic')}
+        for name in ('prompts_empty', 'prompts_shuffled', 'quality_off', 'steps_1', 'steps_2',
+                     'steps_4'):
+            syn[name] = scores.table(f'ablation/{name}').get('synthetic')
+        syn['quality_on'] = syn['prompts_on']
+        base = syn['prompts_on']['psnr']
+        ablations = {'synthetic': syn, 'psnr_cost_db': {
+            k: round(base - syn[k]['psnr'], 3)
+            for k in ('prompts_empty', 'prompts_shuffled', 'quality_off')}}
+    report = {
+        'results': results,
+        'ablations': ablations,
+        'settings': {'model': str(args.model or 'shipped'), 'estimator': est_name,
+                     'steps': args.steps, 'seed': args.seed, 'images': args.images,
+                     'limit': args.limit, 'heldout': str(held_dir),
+                     'frames_synthetic': len(picked),
+                     'classical': classical_restore is not None},
+        'timing': {'adaqual_ms_mean': round(float(np.mean(timing['adaqual_ms'])), 1),
+                   'wall_s': round(time.time() - t0, 1)},
+    }
+    (out / 'restore.json').write_text(json.dumps(report, indent=1))
+    (out / 'restore.md').write_text(_markdown(report))
+    print(_markdown(report))
+    return 0
+
+
+def _fmt(entry):
+    if not entry or entry.get('psnr') is None:
+        return '-'
+    return f'{entry["psnr"]:.2f} / {entry["ssim"]:.3f}'
+
+
+def _markdown(report):
+    res = report['results']
+    sets = ['synthetic', *REAL_SETS]
+    lines = ['# Restoration quality (PSNR dB / SSIM)', '',
+             '| method | ' + ' | '.join(sets) + ' |', '|---' * (len(sets) + 1) + '|']
+    for m, per in res.items():
+        lines.append(f'| {m} | ' + ' | '.join(_fmt(per.get(s)) for s in sets) + ' |')
+    syn = {m: per.get('synthetic', {}).get('per_condition', {}) for m, per in res.items()}
+    conds = sorted({c for v in syn.values() for c in v})
+    if conds:
+        lines += ['', '## Synthetic, per condition', '',
+                  '| condition | ' + ' | '.join(res) + ' |', '|---' * (len(res) + 1) + '|']
+        for c in conds:
+            lines.append(f'| {c} | ' + ' | '.join(_fmt(syn[m].get(c)) for m in res) + ' |')
+    abl = report.get('ablations', {}).get('synthetic')
+    if abl:
+        lines += ['', '## Ablations (synthetic)', '', '| variant | PSNR / SSIM |', '|---|---|']
+        for k, v in abl.items():
+            lines.append(f'| {k} | {_fmt(v)} |')
+        cost = report['ablations']['psnr_cost_db']
+        lines += ['', 'PSNR cost vs full model (dB): ' + ', '.join(
+            f'{k} {v:+.3f}' for k, v in cost.items())]
+    s = report['settings']
+    lines += ['', f'Estimator: {s["estimator"]}; steps {s["steps"]}; seed {s["seed"]}; '
+              f'{s["frames_synthetic"]} synthetic frames; mean AdaQual time '
+              f'{report["timing"]["adaqual_ms_mean"]} ms per frame.', '']
+    return '\n'.join(lines)

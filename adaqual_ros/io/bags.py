@@ -1,0 +1,259 @@
+"""
+Read and write ROS 2 MCAP bags of camera images without ROS (mcap + mcap-ros2-support).
+
+Supported: sensor_msgs/msg/Image (any encoding adaqual_ros.io.codec decodes),
+sensor_msgs/msg/CompressedImage (jpeg/png) and, for writing, sensor_msgs/msg/CameraInfo.
+Images come out as HxWx3 uint8 RGB (mono is expanded, 16-bit is scaled), converted by the codec.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from adaqual_ros.io import codec
+
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
+COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
+CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+
+_SEP = '=' * 80 + '\n'
+_HEADER = (
+    'MSG: std_msgs/Header\n'
+    'builtin_interfaces/Time stamp\n'
+    'string frame_id\n'
+    + _SEP
+    + 'MSG: builtin_interfaces/Time\n'
+    'int32 sec\n'
+    'uint32 nanosec\n'
+)
+# ROS 2 message definitions in the concatenated form rosbag2 stores in MCAP schemas.
+MSGDEFS = {
+    IMAGE_TYPE: (
+        'std_msgs/Header header\nuint32 height\nuint32 width\nstring encoding\n'
+        'uint8 is_bigendian\nuint32 step\nuint8[] data\n' + _SEP + _HEADER),
+    COMPRESSED_TYPE: (
+        'std_msgs/Header header\nstring format\nuint8[] data\n' + _SEP + _HEADER),
+    CAMERA_INFO_TYPE: (
+        'std_msgs/Header header\nuint32 height\nuint32 width\nstring distortion_model\n'
+        'float64[] d\nfloat64[9] k\nfloat64[9] r\nfloat64[12] p\nuint32 binning_x\n'
+        'uint32 binning_y\nsensor_msgs/RegionOfInterest roi\n' + _SEP
+        + 'MSG: sensor_msgs/RegionOfInterest\nuint32 x_offset\nuint32 y_offset\nuint32 height\n'
+        'uint32 width\nbool do_rectify\n' + _SEP + _HEADER),
+}
+
+
+class BagError(ValueError):
+    """A bag is missing, unreadable, or lacks the requested image topic."""
+
+
+@dataclass
+class BagImage:
+    """
+    One image read from a bag.
+
+    Args:
+        topic (`str`): the topic it was recorded on.
+        stamp_ns (`int`): header stamp in nanoseconds.
+        frame_id (`str`): header frame_id.
+        image (`np.ndarray` HxWx3 uint8): RGB pixels.
+        encoding (`str`): the message's encoding (or CompressedImage format).
+        log_time_ns (`int`): MCAP log time.
+        index (`int`): position among the images read from this topic.
+    """
+
+    topic: str
+    stamp_ns: int
+    frame_id: str
+    image: np.ndarray
+    encoding: str
+    log_time_ns: int
+    index: int
+
+
+def _header(stamp_ns, frame_id):
+    stamp_ns = int(stamp_ns)
+    return {'stamp': {'sec': stamp_ns // 1_000_000_000, 'nanosec': stamp_ns % 1_000_000_000},
+            'frame_id': str(frame_id)}
+
+
+def _stamp_ns(header):
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def camera_info_dict(height, width, stamp_ns, frame_id, fx=None):
+    """A plain pinhole CameraInfo (no distortion, principal point at the centre)."""
+    f = float(fx or max(height, width))
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    return {
+        'header': _header(stamp_ns, frame_id), 'height': int(height), 'width': int(width),
+        'distortion_model': 'plumb_bob', 'd': [0.0] * 5,
+        'k': [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0],
+        'r': [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        'p': [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+        'binning_x': 0, 'binning_y': 0,
+        'roi': {'x_offset': 0, 'y_offset': 0, 'height': 0, 'width': 0, 'do_rectify': False},
+    }
+
+
+class BagWriter:
+    """
+    Write images to a ROS 2 MCAP bag (a single .mcap file).
+
+    Args:
+        path (`str` or `Path`): output file (parent folders are created).
+
+    Example:
+        >>> with BagWriter('cam.mcap') as bag:
+        ...     bag.write_image('image_raw', rgb, stamp_ns=10**9, frame_id='camera')
+    """
+
+    def __init__(self, path):
+        from mcap_ros2.writer import Writer
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, 'wb')
+        self._writer = Writer(self._file)
+        self._schemas = {}
+        self._seq = {}
+        self.count = 0
+
+    def _schema(self, datatype):
+        if datatype not in self._schemas:
+            self._schemas[datatype] = self._writer.register_msgdef(datatype, MSGDEFS[datatype])
+        return self._schemas[datatype]
+
+    def _write(self, topic, datatype, message, stamp_ns):
+        seq = self._seq.get(topic, 0)
+        self._writer.write_message(topic, self._schema(datatype), message,
+                                   log_time=int(stamp_ns), publish_time=int(stamp_ns),
+                                   sequence=seq)
+        self._seq[topic] = seq + 1
+        self.count += 1
+
+    def write_image(self, topic, image, stamp_ns, frame_id='camera', encoding='rgb8'):
+        """Write a sensor_msgs/Image; `image` is laid out as `encoding` says (RGB for rgb8)."""
+        fields = codec.encode_image(np.ascontiguousarray(image), encoding)
+        fields['data'] = bytes(fields['data'])
+        self._write(topic, IMAGE_TYPE, {'header': _header(stamp_ns, frame_id), **fields},
+                    stamp_ns)
+
+    def write_compressed(self, topic, rgb, stamp_ns, frame_id='camera', fmt='jpeg',
+                         quality=95):
+        """Write a sensor_msgs/CompressedImage of an HxWx3 uint8 RGB image."""
+        data, fmt_text = codec.encode_compressed(np.ascontiguousarray(rgb), 'rgb8', fmt, quality)
+        self._write(topic, COMPRESSED_TYPE, {'header': _header(stamp_ns, frame_id),
+                                             'format': fmt_text, 'data': data}, stamp_ns)
+
+    def write_camera_info(self, topic, height, width, stamp_ns, frame_id='camera'):
+        self._write(topic, CAMERA_INFO_TYPE, camera_info_dict(height, width, stamp_ns, frame_id),
+                    stamp_ns)
+
+    def close(self):
+        if self._file is not None:
+            self._writer.finish()
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def list_topics(path):
+    """Return {topic: {'type': schema name, 'count': messages}} of an MCAP file."""
+    from mcap.reader import make_reader
+
+    path = Path(path)
+    if not path.is_file():
+        raise BagError(f'bag {str(path)!r} does not exist (give the .mcap file)')
+    with open(path, 'rb') as f:
+        reader = make_reader(f)
+        summary = reader.get_summary()
+        if summary is None:
+            raise BagError(f'{str(path)!r} has no MCAP summary (unfinished or not an MCAP file)')
+        counts = summary.statistics.channel_message_counts if summary.statistics else {}
+        out = {}
+        for cid, channel in summary.channels.items():
+            schema = summary.schemas.get(channel.schema_id)
+            out[channel.topic] = {'type': schema.name if schema else '',
+                                  'count': int(counts.get(cid, 0))}
+    return out
+
+
+def resolve_bag_path(path):
+    """Accept a .mcap file or a rosbag2 folder holding exactly one .mcap file."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = sorted(path.glob('*.mcap'))
+        if len(files) != 1:
+            raise BagError(f'bag folder {str(path)!r} holds {len(files)} .mcap files; '
+                           'give the file')
+        return files[0]
+    if not path.is_file():
+        raise BagError(f'bag {str(path)!r} does not exist')
+    return path
+
+
+def image_topics(path):
+    """Image topics of a bag (Image or CompressedImage), sorted."""
+    return sorted(t for t, info in list_topics(path).items() if info['type'] in IMAGE_TYPES)
+
+
+def _to_rgb8(message, datatype):
+    if datatype == COMPRESSED_TYPE:
+        array, encoding = codec.decode_compressed(bytes(message.data), message.format)
+    else:
+        array, encoding = codec.decode_image(message.encoding, message.height, message.width,
+                                             message.step, bytes(message.data),
+                                             bool(message.is_bigendian))
+    rgb, layout = codec.to_rgb(array, encoding)
+    if layout == 'mono':
+        if rgb.dtype != np.uint8:
+            rgb = cv2.normalize(rgb.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX)
+        rgb = cv2.cvtColor(rgb.astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    elif rgb.dtype == np.uint16:
+        rgb = (rgb >> 8).astype(np.uint8)
+    return np.ascontiguousarray(rgb), encoding
+
+
+def read_images(path, topic=None, limit=None):
+    """
+    Yield `BagImage`s (RGB uint8) from one image topic of an MCAP bag, in log-time order.
+
+    Args:
+        path (`str` or `Path`): .mcap file or a rosbag2 folder with one .mcap file.
+        topic (`str`, *optional*): image topic; may be omitted when the bag has exactly one.
+        limit (`int`, *optional*): stop after this many images.
+    """
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    path = resolve_bag_path(path)
+    topics = list_topics(path)
+    candidates = [t for t, info in topics.items() if info['type'] in IMAGE_TYPES]
+    if topic is None:
+        if len(candidates) != 1:
+            raise BagError(f'{path.name} has image topics {candidates}; choose one with topic=')
+        topic = candidates[0]
+    if topic not in topics:
+        # Accept the topic with or without its leading slash.
+        alt = topic[1:] if topic.startswith('/') else '/' + topic
+        if alt not in topics:
+            raise BagError(f'topic {topic!r} is not in {path.name}; image topics: {candidates}')
+        topic = alt
+    if topics[topic]['type'] not in IMAGE_TYPES:
+        raise BagError(f'topic {topic!r} has type {topics[topic]["type"]}, not an image type')
+    with open(path, 'rb') as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        for index, (schema, _, message, decoded) in enumerate(
+                reader.iter_decoded_messages(topics=[topic], log_time_order=True)):
+            if limit is not None and index >= limit:
+                break
+            rgb, encoding = _to_rgb8(decoded, schema.name)
+            yield BagImage(topic, _stamp_ns(decoded.header), decoded.header.frame_id, rgb,
+                           encoding, int(message.log_time), index)

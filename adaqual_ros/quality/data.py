@@ -1,0 +1,82 @@
+"""
+Clean-image splits and the seeded held-out synthetic set used to train and evaluate estimators.
+
+Splits follow ASSETS.md: train on bsds500/train, bsds500/test, sun_hays80 and urban100; hold out
+bsds500/val. BSDS500 test/104055 is left out of training because Rain100L reuses it.
+"""
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+TRAIN_DIRS = ('bsds500/train', 'bsds500/test', 'sun_hays80', 'urban100')
+HELDOUT_DIR = 'bsds500/val'
+EXCLUDED_STEMS = frozenset({'104055'})
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
+
+
+def clean_root(assets_root):
+    """The data/clean folder of an assets root (raises when missing)."""
+    if assets_root is None:
+        raise FileNotFoundError('no assets folder: set ADAQUAL_ASSETS or pass --assets')
+    root = Path(assets_root) / 'data' / 'clean'
+    if not root.is_dir():
+        raise FileNotFoundError(f'{root} not found (expected the shared assets layout)')
+    return root
+
+
+def list_images(folder):
+    """Sorted image files of a folder (no recursion); raises when there are none."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in IMAGE_SUFFIXES and p.stem not in EXCLUDED_STEMS)
+    if not files:
+        raise FileNotFoundError(f'no images in {folder}')
+    return files
+
+
+def read_rgb(path, max_side=None):
+    """Read an image as HxWx3 uint8 RGB, area-downscaled to at most ``max_side`` if given."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f'cannot read image {path}')
+    h, w = bgr.shape[:2]
+    if max_side and max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                         interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def train_files(assets_root):
+    root = clean_root(assets_root)
+    return [f for d in TRAIN_DIRS for f in list_images(root / d)]
+
+
+def heldout_files(assets_root):
+    return list_images(clean_root(assets_root) / HELDOUT_DIR)
+
+
+def heldout_samples(assets_root, conditions=None, n_images=None, seed=0, cell=64, layers=None):
+    """
+    Yield the seeded held-out synthetic set: every held-out image under every condition.
+
+    Each (image i, condition c) pair has its own seed derived from ``seed``, so the set is the same
+    on every run and independent of ``n_images`` and of the condition list.
+
+    Yields:
+        `(name, WeatherSample)` with name 'stem/condition'.
+    """
+    from adaqual_ros.weather import CONDITIONS, synthesize
+
+    conditions = CONDITIONS if conditions is None else tuple(conditions)
+    files = heldout_files(assets_root)
+    if n_images is not None:
+        files = files[:n_images]
+    for i, path in enumerate(files):
+        image = read_rgb(path)
+        for condition in conditions:
+            c = CONDITIONS.index(condition)
+            rng = np.random.default_rng([seed, i, c])
+            yield f'{path.stem}/{condition}', synthesize(image, condition, rng, cell=cell,
+                                                         layers=layers)

@@ -1,0 +1,204 @@
+"""
+Learned regional quality estimator: a small fully convolutional CNN.
+
+The network averages the frame down by ``downscale``, folds it with a pixel-unshuffle (so thin
+rain streaks and snow specks survive as channels instead of being blurred away), and runs a few
+depthwise-separable blocks with two stride-2 stages plus a frame-level context vector. It predicts,
+every ``out_stride`` pixels, a quality score in [1, 5] and four degradation-type strengths in
+[0, 1]. Cells of any multiple of ``out_stride`` are coverage-weighted averages of those
+predictions, so partial last cells are exact and any frame size works.
+"""
+from pathlib import Path
+
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from adaqual_ros.quality.base import QualityEstimatorMixin, check_cell
+from adaqual_ros.quality.types import DEGRADATION_TYPES
+
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / 'checkpoints' / 'quality_learned'
+
+
+def default_checkpoint_path():
+    """Folder of the shipped learned-estimator weights (save_pretrained layout)."""
+    return CHECKPOINT_DIR
+
+
+class _SepBlock(nn.Module):
+    """Residual depthwise 3x3 + pointwise block."""
+
+    def __init__(self, channels, dilation=1):
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation,
+                            groups=channels, bias=False)
+        self.pw = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return F.relu(x + self.bn(self.pw(self.dw(x))))
+
+
+class _Down(nn.Module):
+    """Stride-2 3x3 convolution (ceil of the input size) + BN + ReLU."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
+    """
+    Small CNN predicting per-region quality and degradation types.
+
+    Args:
+        downscale (`int`, *optional*, defaults to 2): average-pool factor applied to the frame
+            first.
+        unshuffle (`int`, *optional*, defaults to 4): pixel-unshuffle factor after the pool.
+        widths (`tuple[int, int, int]`, *optional*, defaults to (32, 48, 64)): channels at
+            strides downscale*unshuffle, x2, x4.
+        cell (`int`, *optional*, defaults to 64): cell size of the maps `estimate` returns; a
+            multiple of `out_stride` (change it on a loaded model with ``model.cell = 128``).
+
+    The forward pass takes ``(B, 3, H, W)`` float RGB in [0, 1] (any H, W) and returns
+    ``(scores, type_logits)`` at `out_stride`: ``(B, 1, ceil(H/s), ceil(W/s))`` in [1, 5] and
+    ``(B, 4, ceil(H/s), ceil(W/s))`` logits in DEGRADATION_TYPES order.
+
+    Example:
+        ```py
+        from adaqual_ros.quality import build_estimator
+        estimator = build_estimator('learned')        # shipped weights, CPU
+        qmap = estimator.estimate(frame_rgb_uint8)     # QualityMap, cell 64
+        ```
+    """
+
+    name = 'learned'
+
+    @register_to_config
+    def __init__(self, downscale=2, unshuffle=4, widths=(32, 48, 64), cell=64):
+        super().__init__()
+        if downscale < 1 or unshuffle < 1:
+            raise ValueError(f'downscale ({downscale}) and unshuffle ({unshuffle}) must be >= 1')
+        if len(widths) != 3:
+            raise ValueError(f'widths needs 3 entries, got {widths}')
+        c1, c2, c3 = widths
+        self.stem = nn.Sequential(
+            nn.Conv2d(3 * unshuffle * unshuffle, c1, 1, bias=False), nn.BatchNorm2d(c1),
+            nn.ReLU())
+        self.block1 = _SepBlock(c1)
+        self.down1 = _Down(c1, c2)
+        self.block2 = _SepBlock(c2)
+        self.down2 = _Down(c2, c3)
+        self.block3 = _SepBlock(c3)
+        self.block4 = _SepBlock(c3, dilation=2)
+        # Frame-level context: low light and haze are largely global, the cell alone is ambiguous.
+        self.context = nn.Linear(c3, c3)
+        self.head = nn.Sequential(nn.Conv2d(c3, c3, 1), nn.ReLU(),
+                                  nn.Conv2d(c3, 1 + len(DEGRADATION_TYPES), 1))
+        self._cell = None
+        self.cell = cell
+
+    @property
+    def out_stride(self):
+        """Pixels of the input frame per prediction."""
+        return self.config.downscale * self.config.unshuffle * 4
+
+    @property
+    def cell(self):
+        return self._cell
+
+    @cell.setter
+    def cell(self, value):
+        self._cell = check_cell(value, self.out_stride)
+
+    def forward(self, image):
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f'image must be (B, 3, H, W), got {tuple(image.shape)}')
+        x = image
+        if self.config.downscale > 1:
+            x = F.avg_pool2d(x, self.config.downscale, ceil_mode=True)
+        u = self.config.unshuffle
+        ph, pw = (-x.shape[2]) % u, (-x.shape[3]) % u
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode='replicate')
+        x = F.pixel_unshuffle(x, u)
+        x = self.block1(self.stem(x))
+        x = self.block2(self.down1(x))
+        x = self.block4(self.block3(self.down2(x)))
+        x = F.relu(x + self.context(x.mean(dim=(2, 3)))[:, :, None, None])
+        out = self.head(x)
+        scores = 1.0 + 4.0 * torch.sigmoid(out[:, :1])
+        return scores, out[:, 1:]
+
+    def to_cells(self, scores, type_logits, image_size, cell=None):
+        """
+        Coverage-weighted average of stride-level predictions over cells.
+
+        Returns:
+            ``(scores (B, gh, gw), type_probs (B, gh, gw, 4))`` tensors.
+        """
+        cell = self.cell if cell is None else check_cell(cell, self.out_stride)
+        h, w = image_size
+        s = self.out_stride
+        gh, gw = scores.shape[2], scores.shape[3]
+        # Fraction of each stride block inside the frame (the last row/column may be partial).
+        cov_y = torch.clamp(torch.tensor(h, dtype=scores.dtype) - s * torch.arange(gh), max=s) / s
+        cov_x = torch.clamp(torch.tensor(w, dtype=scores.dtype) - s * torch.arange(gw), max=s) / s
+        weight = (cov_y[:, None] * cov_x[None, :]).to(scores.device)[None, None]
+        values = torch.cat([scores, torch.sigmoid(type_logits)], dim=1) * weight
+        k = cell // s
+        if k > 1:
+            values = F.avg_pool2d(values, k, ceil_mode=True)
+            weight = F.avg_pool2d(weight, k, ceil_mode=True)
+        values = values / weight
+        return values[:, 0], values[:, 1:].permute(0, 2, 3, 1)
+
+    @torch.no_grad()
+    def _estimate_grids(self, frames):
+        was_training = self.training
+        self.eval()
+        try:
+            results = []
+            # Same-size frames run as one batch; others one by one.
+            groups = {}
+            for i, frame in enumerate(frames):
+                groups.setdefault(frame.shape, []).append(i)
+            out = [None] * len(frames)
+            for shape, idx in groups.items():
+                batch = np.stack([frames[i] for i in idx])
+                x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
+                x = x.to(self.dtype) / 255.0
+                scores, logits = self(x)
+                cs, cp = self.to_cells(scores.float(), logits.float(), shape[:2])
+                cs, cp = cs.cpu().numpy(), cp.cpu().numpy()
+                for j, i in enumerate(idx):
+                    out[i] = (cs[j], cp[j])
+            results.extend(out)
+            return results
+        finally:
+            self.train(was_training)
+
+
+def load_learned_estimator(path=None, cell=64, device='cpu', **kwargs):
+    """
+    Load the learned estimator from a save_pretrained folder (default: the shipped weights).
+
+    Raises:
+        FileNotFoundError: when the folder holds no weights.
+    """
+    folder = Path(path) if path else default_checkpoint_path()
+    if not (folder / 'config.json').is_file():
+        raise FileNotFoundError(
+            f'no learned quality estimator weights in {folder} (expected config.json and '
+            f'diffusion_pytorch_model.safetensors); train them with `adaqual train-quality` or '
+            f"use build_estimator('classical')")
+    model = LearnedQualityEstimator.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    model.cell = cell
+    return model.to(device).eval()

@@ -1,0 +1,315 @@
+"""
+The detection node: YOLO on a camera stream, detections out with the image's stamp.
+
+Topics (relative, so namespaces and remapping work; run one node per stream, e.g. remap
+`image_raw:=restored/image_raw detections:=restored/detections`):
+
+- in  `image_raw` (sensor_msgs/Image) or `image_raw/compressed` (parameter `input_compressed`);
+  QoS adopted from the publishers.
+- out `detections` (std_msgs/String, JSON: header stamp + frame_id, image size, boxes, timings),
+  `detections/array` (vision_msgs/Detection2DArray, only when vision_msgs is importable) and
+  `detections/image` (rgb8 with boxes drawn by OpenCV, parameter `publish_annotated`).
+- `/diagnostics` once a second.
+
+Inference runs on a worker thread fed through a one-slot mailbox (the newest frame wins; replaced
+frames are dropped as 'stale'). With nobody listening, frames are not run through the model.
+"""
+import json
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from adaqual_ros.detection.yolo import Detector, draw_detections, find_detector
+from adaqual_ros.io.codec import ImageCodecError
+from adaqual_ros.ros import conversions
+from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
+from adaqual_ros.ros.params import DETECTION_PARAMS, ParamBinding, parse_classes
+from adaqual_ros.ros.qos import describe_qos, publisher_qos, qos_key, subscriber_qos
+
+try:  # vision_msgs is optional: JSON on std_msgs/String is always published.
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+    HAVE_VISION_MSGS = True
+except ImportError:
+    HAVE_VISION_MSGS = False
+
+NODE_NAME = 'adaqual_detection'
+_INPUT_DEPTH = 5
+_LOG_EVERY_S = 5.0
+# Changing these needs a new model object; the others are set on the loaded one.
+_RELOAD_KEYS = ('model', 'device', 'half')
+
+
+class _Mailbox:
+    """One slot holding the newest item; `put` returns the item it replaced (or None)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+
+    def put(self, item):
+        with self._cond:
+            replaced, self._item = self._item, item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout):
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def wake(self):
+        with self._cond:
+            self._cond.notify_all()
+
+
+def stamp_ns(header):
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def detections_payload(header, detections, model_name, timing_ms, published_ns):
+    """The JSON body published on `detections` (also what the metrics node reads)."""
+    body = detections.to_dict()
+    body.update({
+        'header': {'stamp': {'sec': int(header.stamp.sec), 'nanosec': int(header.stamp.nanosec)},
+                   'frame_id': header.frame_id},
+        'stamp_ns': stamp_ns(header),
+        'model': model_name,
+        'timing_ms': {k: round(float(v), 3) for k, v in timing_ms.items()},
+        'published_ns': int(published_ns),
+    })
+    return body
+
+
+def to_detection2d_array(header, detections):
+    """vision_msgs/Detection2DArray of `detections` (requires vision_msgs)."""
+    out = Detection2DArray()
+    out.header = header
+    for box, score, cls, label in zip(detections.boxes, detections.scores,
+                                      detections.class_ids, detections.labels):
+        det = Detection2D()
+        det.header = header
+        det.id = label
+        x1, y1, x2, y2 = (float(v) for v in box)
+        det.bbox.center.position.x = (x1 + x2) / 2.0
+        det.bbox.center.position.y = (y1 + y2) / 2.0
+        det.bbox.size_x = x2 - x1
+        det.bbox.size_y = y2 - y1
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = str(int(cls))
+        hyp.hypothesis.score = float(score)
+        det.results.append(hyp)
+        out.detections.append(det)
+    return out
+
+
+class DetectionNode(Node):
+    """
+    ROS 2 node running a YOLO detector (`adaqual_ros.detection.yolo.Detector`) on images.
+
+    Args:
+        node_name (`str`, *optional*, defaults to `'adaqual_detection'`): the node name.
+        **kwargs: passed to `rclpy.node.Node` (namespace, parameter_overrides, ...).
+    """
+
+    def __init__(self, node_name=NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.stats = FrameStats()
+        self._pub_lock = threading.RLock()
+        self._outputs = {}
+        self._image_sub = None
+        self._image_qos_key = None
+        self._detector = None
+        self._detector_key = None
+        self.params = ParamBinding(self, DETECTION_PARAMS, on_change=self._on_params)
+        # Load now so a missing model fails at start with a clear message, not on frame one.
+        self._ensure_detector()
+        self._make_publishers()
+        self._subscribe_image()
+        self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
+        self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status)
+        self._mailbox = _Mailbox()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name='detection-worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(f'detecting on {self._input_topic()} with {self._detector.path} '
+                               f'({self._detector.device}) -> detections')
+
+    # ---- parameters and model ------------------------------------------------------------
+
+    def _on_params(self, changed):
+        if {'output.reliability', 'output.depth', 'publish_annotated'} & set(changed):
+            self._make_publishers()
+        if 'input_compressed' in changed:
+            self._subscribe_image()
+        self.get_logger().info(f'parameters changed: {changed}')
+
+    def _ensure_detector(self):
+        values = self.params.values
+        key = tuple(values[k] for k in _RELOAD_KEYS)
+        if self._detector is None or key != self._detector_key:
+            path = find_detector(values['model'] or None)
+            if path is None:
+                raise RuntimeError('detection_node: no model. Set the `model` parameter, '
+                                   '$ADAQUAL_DETECTOR or $ADAQUAL_ASSETS')
+            self._detector = Detector(path, device=values['device'], half=values['half'])
+            self._detector.warmup()
+            self._detector_key = key
+        det = self._detector
+        det.conf, det.iou, det.imgsz = values['conf'], values['iou'], values['imgsz']
+        det.classes, det.max_det = parse_classes(values['classes']), values['max_det']
+        return det
+
+    # ---- topics --------------------------------------------------------------------------
+
+    def _input_topic(self):
+        return 'image_raw/compressed' if self.params['input_compressed'] else 'image_raw'
+
+    def _subscribe_image(self):
+        topic = self._input_topic()
+        msg_type = CompressedImage if self.params['input_compressed'] else Image
+        qos = subscriber_qos(self, topic, _INPUT_DEPTH)
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+        self._image_sub = self.create_subscription(msg_type, topic, self._on_image, qos)
+        self._image_qos_key = (topic, qos_key(qos))
+        self.get_logger().info(f'subscribed to {topic} ({describe_qos(qos)})')
+
+    def _refresh_input_qos(self):
+        topic = self._input_topic()
+        if (topic, qos_key(subscriber_qos(self, topic, _INPUT_DEPTH))) != self._image_qos_key:
+            self._subscribe_image()
+
+    def _make_publishers(self):
+        qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])
+        wanted = {'json': (String, 'detections')}
+        if HAVE_VISION_MSGS:
+            wanted['array'] = (Detection2DArray, 'detections/array')
+        if self.params['publish_annotated']:
+            wanted['image'] = (Image, 'detections/image')
+        with self._pub_lock:
+            for pub in self._outputs.values():
+                self.destroy_publisher(pub)
+            self._outputs = {k: self.create_publisher(t, topic, qos)
+                                for k, (t, topic) in wanted.items()}
+
+    def _listeners(self):
+        with self._pub_lock:
+            return {k: pub.get_subscription_count() for k, pub in self._outputs.items()}
+
+    def _publish(self, key, msg):
+        with self._pub_lock:
+            pub = self._outputs.get(key)
+            if pub is not None:
+                pub.publish(msg)
+
+    # ---- callbacks and worker ------------------------------------------------------------
+
+    def _on_image(self, msg):
+        self.stats.received()
+        if self._mailbox.put((msg, time.monotonic())) is not None:
+            self.stats.record_dropped('stale')
+
+    def _work(self):
+        while self._running:
+            item = self._mailbox.take(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                self._handle(*item)
+            except Exception as exc:  # noqa: BLE001 - keep serving after any one bad frame
+                self.stats.record_dropped('internal_error')
+                self.stats.record_error(f'internal error: {exc!r}')
+                self.get_logger().error(f'frame dropped: {exc!r}',
+                                        throttle_duration_sec=_LOG_EVERY_S)
+
+    def _handle(self, msg, received):
+        listeners = self._listeners()
+        if not any(listeners.values()):
+            self.stats.record_dropped('no_subscribers')
+            return
+        t0 = time.perf_counter()
+        try:
+            rgb = self._decode(msg)
+        except ImageCodecError as exc:
+            self.stats.record_dropped('decode_error')
+            self.stats.record_error(str(exc))
+            self.get_logger().warning(f'cannot decode frame: {exc}',
+                                      throttle_duration_sec=_LOG_EVERY_S)
+            return
+        t1 = time.perf_counter()
+        try:
+            detector = self._ensure_detector()
+        except Exception as exc:  # noqa: BLE001 - a bad model path set at run time
+            self.stats.record_dropped('model_error')
+            self.stats.record_error(f'cannot load the detector: {exc}')
+            self.get_logger().error(f'cannot load the detector: {exc}',
+                                    throttle_duration_sec=_LOG_EVERY_S)
+            return
+        dets = detector.detect(rgb)
+        t2 = time.perf_counter()
+        timing = {'decode': (t1 - t0) * 1e3, 'inference': (t2 - t1) * 1e3,
+                  'total': (time.monotonic() - received) * 1e3}
+        now_ns = self.get_clock().now().nanoseconds
+        body = detections_payload(msg.header, dets, detector.path.name, timing, now_ns)
+        self._publish('json', String(data=json.dumps(body)))
+        if listeners.get('array'):
+            self._publish('array', to_detection2d_array(msg.header, dets))
+        if listeners.get('image'):
+            drawn = draw_detections(rgb, dets)
+            self._publish('image', conversions.cv2_to_imgmsg(drawn, 'rgb8', header=msg.header))
+        self.stats.record_published(latency_ms=timing['total'],
+                                    timings={k: timing[k] for k in ('decode', 'inference')})
+
+    def _decode(self, msg):
+        """Any Image/CompressedImage -> HxWx3 uint8 RGB (mono expanded, 16-bit scaled)."""
+        rgb, _ = conversions.image_to_rgb(msg)
+        if rgb.dtype == np.uint16:
+            rgb = (rgb >> 8).astype(np.uint8)
+        elif rgb.dtype != np.uint8:
+            finite = np.nan_to_num(rgb.astype(np.float32))
+            peak = float(finite.max()) or 1.0
+            rgb = np.clip(finite / peak * 255.0, 0, 255).astype(np.uint8)
+        if rgb.ndim == 2:
+            rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(rgb)
+
+    def _diagnostic_status(self):
+        figures = self.stats.snapshot()
+        det = self._detector
+        figures.update(model=str(det.path) if det else '', device=det.device if det else '',
+                       input_topic=self._input_topic(), vision_msgs=HAVE_VISION_MSGS)
+        return build_status(f'{self.get_name()}: detection', det.device if det else '', figures)
+
+    def close(self):
+        self._running = False
+        self._mailbox.wake()
+        self._worker.join(timeout=2.0)
+
+
+def main(args=None):
+    try:
+        with rclpy.init(args=args):
+            node = DetectionNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.close()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (RuntimeError, FileNotFoundError, ValueError) as exc:
+        print(f'detection_node: {exc}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""
+The metrics node: before/after detection quality, paired by image stamp.
+
+Topics and services (relative names):
+
+- in  `raw/detections` and `restored/detections` (the detection node's JSON, parameters
+  `raw_topic`, `restored_topic`), and a reference: `clean/detections` (detections on the clean
+  frames, `reference_topic`) or YOLO label files (`labels_dir`) found through the player's
+  `frame_info` JSON (frame name per stamp).
+- service `write_report` (std_srvs/Trigger): write report.json + report.md (+ plots) now;
+  the report is also written on shutdown (`report_on_shutdown`).
+
+Messages are paired by exact header stamp (what message_filters.TimeSynchronizer does) in a
+bounded buffer: a stamp still incomplete when `buffer_size` newer ones are waiting is evicted and
+counted. Each complete stamp adds one image to the raw and restored accumulators
+(`adaqual_ros.metrics.detection`, ultralytics' matching and AP code). End-to-end latency per
+stream is the detection's publish time minus the image stamp.
+"""
+from collections import OrderedDict
+import json
+from pathlib import Path
+import sys
+import threading
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from adaqual_ros.detection.yolo import Detections
+from adaqual_ros.metrics.detection import DetectionAccumulator, load_yolo_labels
+from adaqual_ros.metrics.report import latency_summary, write_report
+from adaqual_ros.ros.params import METRICS_PARAMS, ParamBinding
+
+NODE_NAME = 'adaqual_metrics'
+_LOG_EVERY_S = 5.0
+
+
+def _json_qos():
+    # Results are small and every one counts: reliable, deep queue.
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+class StampPairer:
+    """
+    Group messages of several streams by stamp; emit a group once every stream has arrived.
+
+    Args:
+        streams (`tuple[str]`): the stream names a complete group needs.
+        capacity (`int`): most incomplete stamps kept; the oldest is evicted beyond that.
+    """
+
+    def __init__(self, streams, capacity):
+        if capacity < 1:
+            raise ValueError(f'capacity must be >= 1, got {capacity}')
+        self.streams = tuple(streams)
+        self.capacity = int(capacity)
+        self._slots = OrderedDict()
+        self.paired = 0
+        self.evicted = 0
+        self.duplicates = 0
+
+    def add(self, stream, stamp, item):
+        """Store one item; return the complete {stream: item} group for `stamp`, or None."""
+        if stream not in self.streams:
+            raise ValueError(f'unknown stream {stream!r}; expected one of {self.streams}')
+        slot = self._slots.setdefault(stamp, {})
+        if stream in slot:
+            self.duplicates += 1
+        slot[stream] = item
+        if all(s in slot for s in self.streams):
+            del self._slots[stamp]
+            self.paired += 1
+            return slot
+        while len(self._slots) > self.capacity:
+            self._slots.popitem(last=False)
+            self.evicted += 1
+        return None
+
+    @property
+    def pending(self):
+        return len(self._slots)
+
+
+class MetricsNode(Node):
+    """
+    ROS 2 node accumulating precision, recall, mAP50 and mAP50-95 of raw vs restored detections.
+
+    Args:
+        node_name (`str`, *optional*, defaults to `'adaqual_metrics'`): the node name.
+        **kwargs: passed to `rclpy.node.Node`.
+    """
+
+    def __init__(self, node_name=NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.params = ParamBinding(self, METRICS_PARAMS)
+        values = self.params.values
+        self._lock = threading.Lock()
+        self._rows = ['raw'] + (['restored'] if values['restored_topic'] else [])
+        self._labels_dir = Path(values['labels_dir']) if values['labels_dir'] else None
+        reference = 'info' if self._labels_dir else 'reference'
+        self._pairer = StampPairer((*self._rows, reference), values['buffer_size'])
+        self._names = {}
+        self._acc = {row: DetectionAccumulator() for row in self._rows}
+        self._latency = {row: [] for row in self._rows}
+        self._errors = 0
+        self._label_files = None
+        qos = _json_qos()
+        self._subs = [self.create_subscription(
+            String, values['raw_topic'], lambda m: self._on_json('raw', m), qos)]
+        if 'restored' in self._rows:
+            self._subs.append(self.create_subscription(
+                String, values['restored_topic'], lambda m: self._on_json('restored', m), qos))
+        if self._labels_dir:
+            self._subs.append(self.create_subscription(
+                String, values['frame_info_topic'], self._on_frame_info, qos))
+            source = f'labels in {self._labels_dir}'
+        else:
+            self._subs.append(self.create_subscription(
+                String, values['reference_topic'], lambda m: self._on_json('reference', m), qos))
+            source = f'reference detections on {values["reference_topic"]}'
+        self.create_service(Trigger, 'write_report', self._on_trigger)
+        self.get_logger().info(f'scoring {", ".join(self._rows)} against {source}')
+
+    # ---- inputs --------------------------------------------------------------------------
+
+    def _on_json(self, stream, msg):
+        try:
+            body = json.loads(msg.data)
+            stamp = int(body['stamp_ns'])
+            dets = Detections.from_dict(body)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._errors += 1
+            self.get_logger().warning(f'bad detections JSON on {stream}: {exc}',
+                                      throttle_duration_sec=_LOG_EVERY_S)
+            return
+        self._names.update(dets.names)
+        self._add(stream, stamp, (dets, body.get('published_ns')))
+
+    def _on_frame_info(self, msg):
+        try:
+            body = json.loads(msg.data)
+            if body.get('end'):
+                return  # the player's end-of-source marker carries no frame
+            stamp = int(body['stamp_ns'])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._errors += 1
+            self.get_logger().warning(f'bad frame_info JSON: {exc}',
+                                      throttle_duration_sec=_LOG_EVERY_S)
+            return
+        self._add('info', stamp, body)
+
+    def _add(self, stream, stamp, item):
+        with self._lock:
+            group = self._pairer.add(stream, stamp, item)
+            if group is not None:
+                self._score(stamp, group)
+
+    # ---- scoring -------------------------------------------------------------------------
+
+    def _label_path(self, info):
+        name = info.get('name') or ''
+        path = self._labels_dir / (Path(name.split(':')[0]).stem + '.txt')
+        if name and ':' not in name:
+            return path
+        # A video frame has no file name: use the index-th label file (sorted by name).
+        if self._label_files is None:
+            self._label_files = sorted(self._labels_dir.glob('*.txt'))
+        index = int(info.get('index', -1))
+        return self._label_files[index] if 0 <= index < len(self._label_files) else None
+
+    def _score(self, stamp, group):
+        if self._labels_dir:
+            size = group['raw'][0].image_size
+            path = self._label_path(group['info'])
+            if path is None:
+                self._errors += 1
+                self.get_logger().warning(f'no label file for frame {group["info"]}',
+                                          throttle_duration_sec=_LOG_EVERY_S)
+                return
+            gt_boxes, gt_classes = load_yolo_labels(path, size)
+        else:
+            ref = group['reference'][0]
+            keep = ref.scores >= self.params['reference_conf']
+            gt_boxes, gt_classes = ref.boxes[keep], ref.class_ids[keep]
+        for row in self._rows:
+            dets, published_ns = group[row]
+            self._acc[row].add(dets.boxes, dets.scores, dets.class_ids, gt_boxes, gt_classes)
+            if published_ns:
+                self._latency[row].append((int(published_ns) - stamp) / 1e6)
+
+    def results(self):
+        """Current metrics per row, plus pairing counts."""
+        with self._lock:
+            out = {}
+            for row, acc in self._acc.items():
+                acc.names = dict(self._names)
+                out[row] = acc.compute()
+            pairing = {'paired': self._pairer.paired, 'evicted': self._pairer.evicted,
+                       'pending': self._pairer.pending, 'duplicates': self._pairer.duplicates,
+                       'bad_messages': self._errors}
+            latency = {row: list(v) for row, v in self._latency.items()}
+        return out, pairing, latency
+
+    def write(self):
+        """Write the report; return (report.json path, results)."""
+        results, pairing, latency = self.results()
+        values = self.params.values
+        meta = {'node': self.get_fully_qualified_name(),
+                'reference': values['labels_dir'] or values['reference_topic'],
+                'raw_topic': values['raw_topic'], 'restored_topic': values['restored_topic'],
+                'reference_conf': values['reference_conf']}
+        files = write_report(values['report_dir'], results,
+                             title='Detection before/after restoration (ROS graph)', meta=meta,
+                             latency_ms=latency, extra={'pairing': pairing},
+                             plots=values['plots'])
+        return files['json'], results, pairing, latency
+
+    def _on_trigger(self, request, response):
+        try:
+            path, results, pairing, latency = self.write()
+        except Exception as exc:  # noqa: BLE001 - report the failure to the caller
+            response.success = False
+            response.message = f'cannot write the report: {exc!r}'
+            return response
+        summary = {row: {k: round(r[k], 4) for k in ('precision', 'recall', 'mAP50',
+                                                       'mAP50-95')} | {'images': r['images']}
+                   for row, r in results.items()}
+        summary['latency_ms'] = {row: latency_summary(v) for row, v in latency.items()}
+        response.success = True
+        response.message = json.dumps({'report': str(path), 'pairing': pairing,
+                                       'results': summary})
+        return response
+
+    def close(self):
+        if self.params['report_on_shutdown']:
+            try:
+                path = self.write()[0]
+                print(f'metrics_node: report written to {path}', flush=True)
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                print(f'metrics_node: cannot write the report: {exc!r}', file=sys.stderr)
+
+
+def main(args=None):
+    try:
+        with rclpy.init(args=args):
+            node = MetricsNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.close()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

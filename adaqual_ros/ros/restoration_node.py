@@ -1,0 +1,518 @@
+"""
+The restoration node: weather-degraded camera frames in, restored frames out, same header.
+
+Topics (all relative, so namespaces and remapping work):
+
+- in  `image_raw` (sensor_msgs/Image) or `image_raw/compressed` (CompressedImage, parameter
+  `input_compressed`), and `camera_info`; QoS adopted from the publishers (any driver matches).
+- out `restored/image_raw` (input header and encoding), `restored/camera_info` (header of the
+  restored frame), `restored/quality_map` (32FC1 grid of scores 1-5),
+  `restored/quality_map/visualization` (rgb8, parameter `publish_visualization`) and
+  `restored/prompts` (std_msgs/String, JSON).
+- service `~/enable` (std_srvs/SetBool) = parameter `enabled`; `/diagnostics` every
+  `diagnostics_period_s` (1 s by default).
+
+Frames go to a worker thread through a one-slot mailbox that always holds the newest frame, so
+the executor never blocks; a frame replaced before the worker took it is dropped as 'stale'. Every
+received frame is accounted for as published, passed through (with a reason) or dropped (with a
+reason); see `FrameStats`.
+"""
+import json
+import sys
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticStatus
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.logging import get_logger
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
+
+from adaqual_ros.io.codec import ImageCodecError, encoding_info
+from adaqual_ros.ros import conversions
+from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
+from adaqual_ros.ros.params import RESTORATION_PARAMS, ParamBinding, settings_from_params
+from adaqual_ros.ros.qos import describe_qos, publisher_qos, qos_key, subscriber_qos
+from adaqual_ros.runtime import InvalidFrameError, Restorer
+
+NODE_NAME = 'adaqual_restoration'
+# Parameters the node itself handles; every other one maps onto RestorerSettings.
+_NODE_ONLY = {'enabled', 'max_rate_hz', 'max_pixels', 'input_compressed',
+              'publish_visualization', 'output.reliability', 'output.depth',
+              'diagnostics_period_s'}
+_INPUT_DEPTH = 5
+_LOG_EVERY_S = 5.0
+
+
+class _Mailbox:
+    """One slot holding the newest item; `put` returns the item it replaced (or None)."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self._closed = False
+
+    def put(self, item):
+        with self._cond:
+            replaced, self._item = self._item, item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout):
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self):
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class FrameRejected(Exception):
+    """
+    A frame that cannot be used; `reason` names its counter in diagnostics.
+
+    Raised while decoding, the frame is dropped; raised while restoring, `on_error` decides.
+    """
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
+def stamp_key(header):
+    return header.stamp.sec, header.stamp.nanosec
+
+
+class RestorationNode(Node):
+    """
+    ROS 2 node that restores a camera stream with the AdaQual runtime.
+
+    Args:
+        node_name (`str`, *optional*, defaults to `'adaqual_restoration'`): the node name.
+        **kwargs: passed to `rclpy.node.Node` (namespace, parameter_overrides, ...).
+    """
+
+    def __init__(self, node_name=NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.stats = FrameStats()
+        self._pub_lock = threading.RLock()
+        self._outputs = {}
+        self._image_sub = None
+        self._image_qos_key = None
+        self._last_stamp = None
+        self._last_size = None
+        self._last_accept = 0.0
+        self._camera_info = None
+        self._warned = {}
+        self._restorer_ready = False
+        self.params = ParamBinding(self, RESTORATION_PARAMS, rule=self._check_rule,
+                                   on_change=self._on_params)
+        self._settings = settings_from_params(self.params.values)
+        # A Restorer that cannot start (missing checkpoint without fallback...) is fatal: the
+        # error names what failed and main() exits non-zero.
+        try:
+            self._restorer = Restorer(self._settings)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the settings that caused it
+            raise RuntimeError(
+                f'{exc} (backend={self._settings.backend!r}, '
+                f'model_path={self._settings.model_path or "<shipped checkpoint>"!r}, '
+                f'quality_backend={self._settings.quality_backend!r}, '
+                f'fallback_to_classical={self._settings.fallback_to_classical})') from exc
+        self._restorer_ready = True
+        self._failed_updates = 0
+        self._reported_errors = 0
+        self._announced_note = self._restorer.stats().get('note', '')
+        if self._announced_note:
+            self.get_logger().warning(self._announced_note)  # e.g. fell back to classical
+        self._make_publishers()
+        self._info_sub = self.create_subscription(
+            CameraInfo, 'camera_info', self._on_camera_info,
+            subscriber_qos(self, 'camera_info', _INPUT_DEPTH))
+        self._subscribe_image()
+        # Publishers appear after us as often as before: re-resolve the input QoS now and then.
+        self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
+        self.create_service(SetBool, '~/enable', self._on_enable)
+        self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
+                                                self.params['diagnostics_period_s'])
+        self._mailbox = _Mailbox()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name='restoration-worker', daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f'restoring {self._input_topic()} -> restored/image_raw with backend '
+            f'{self._restorer.backend_name} on {self._restorer.stats().get("device")}')
+
+    # ---- parameters ------------------------------------------------------------------------
+
+    def _check_rule(self, values):
+        device = values['device']
+        if device.startswith('cuda'):
+            import torch
+
+            if not torch.cuda.is_available():
+                return f'device {device!r} asked for but CUDA is not available on this machine'
+        return None
+
+    def _on_params(self, changed):
+        if set(changed) - _NODE_ONLY and self._restorer_ready:
+            self._settings = settings_from_params(self.params.values, self._settings)
+            try:
+                self._restorer.update(self._settings)
+            except Exception as exc:  # noqa: BLE001 - a bad update must not kill the node
+                self.stats.record_error(f'restorer update failed: {exc}')
+                self.get_logger().error(f'could not apply {sorted(changed)}: {exc}')
+        if {'output.reliability', 'output.depth', 'publish_visualization'} & set(changed):
+            self._make_publishers()
+        if 'input_compressed' in changed and self._image_sub is not None:
+            self._subscribe_image()
+        self.get_logger().info(f'parameters changed: {changed}')
+
+    def _on_enable(self, request, response):
+        result = self.set_parameters([Parameter('enabled', value=bool(request.data))])[0]
+        response.success = result.successful
+        response.message = ('restoration ' + ('enabled' if request.data else 'disabled')
+                            if result.successful else result.reason)
+        return response
+
+    # ---- topics ----------------------------------------------------------------------------
+
+    def _input_topic(self):
+        return 'image_raw/compressed' if self.params['input_compressed'] else 'image_raw'
+
+    def _subscribe_image(self):
+        topic = self._input_topic()
+        msg_type = CompressedImage if self.params['input_compressed'] else Image
+        qos = subscriber_qos(self, topic, _INPUT_DEPTH)
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+        self._image_sub = self.create_subscription(msg_type, topic, self._on_image, qos)
+        self._image_qos_key = (topic, qos_key(qos))
+        self.get_logger().info(f'subscribed to {topic} ({describe_qos(qos)})')
+
+    def _refresh_input_qos(self):
+        topic = self._input_topic()
+        qos = subscriber_qos(self, topic, _INPUT_DEPTH)
+        if (topic, qos_key(qos)) != self._image_qos_key:
+            self._subscribe_image()
+
+    def _make_publishers(self):
+        qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])
+        wanted = {'image': (Image, 'restored/image_raw'),
+                  'info': (CameraInfo, 'restored/camera_info'),
+                  'quality': (Image, 'restored/quality_map'),
+                  'prompts': (String, 'restored/prompts')}
+        if self.params['publish_visualization']:
+            wanted['visualization'] = (Image, 'restored/quality_map/visualization')
+        with self._pub_lock:
+            for pub in self._outputs.values():
+                self.destroy_publisher(pub)
+            self._outputs = {key: self.create_publisher(t, topic, qos)
+                                for key, (t, topic) in wanted.items()}
+
+    def _listeners(self):
+        with self._pub_lock:
+            return {key: pub.get_subscription_count() for key, pub in self._outputs.items()}
+
+    def _publish(self, key, msg):
+        with self._pub_lock:
+            pub = self._outputs.get(key)
+            if pub is not None:
+                pub.publish(msg)
+
+    # ---- callbacks (executor thread: cheap only) -------------------------------------------
+
+    def _on_camera_info(self, msg):
+        self._camera_info = msg
+
+    def _on_image(self, msg):
+        self.stats.received()
+        now = time.monotonic()
+        rate = self.params['max_rate_hz']
+        if rate > 0.0 and now - self._last_accept < 1.0 / rate:
+            self.stats.record_dropped('rate_limit')
+            return
+        self._last_accept = now
+        if self._mailbox.put((msg, now)) is not None:
+            self.stats.record_dropped('stale')
+
+    # ---- worker thread -------------------------------------------------------------------
+
+    def _work(self):
+        while self._running:
+            item = self._mailbox.take(timeout=0.5)
+            if item is None:
+                continue
+            msg, received = item
+            try:
+                self._handle(msg, received)
+            except Exception as exc:  # noqa: BLE001 - last line of defence: keep serving
+                self.stats.record_dropped('internal_error')
+                self.stats.record_error(f'internal error: {exc!r}')
+                self._warn('internal', f'internal error, frame dropped: {exc!r}')
+
+    def _handle(self, msg, received):
+        listeners = self._listeners()
+        if not any(listeners.values()):
+            self.stats.record_dropped('no_subscribers')
+            return
+        stamp = stamp_key(msg.header)
+        if stamp != (0, 0) and stamp == self._last_stamp:
+            self._drop('duplicate_stamp', f'frame with the same stamp {stamp} as the last one')
+            return
+        if self._last_stamp is not None and stamp < self._last_stamp:
+            self.stats.record_event('out_of_order_stamp')
+            self._warn('out_of_order', f'stamp {stamp} is older than the last {self._last_stamp}')
+        try:
+            frame, encoding = self._decode(msg)
+        except FrameRejected as exc:
+            self._drop(exc.reason, str(exc))
+            return
+        self._last_stamp = stamp
+        size = frame.shape[:2]
+        if self._last_size is not None and size != self._last_size:
+            self.stats.record_event('resolution_changed')
+            self.get_logger().info(f'resolution changed {self._last_size} -> {size}')
+        self._last_size = size
+        info = self._matching_camera_info(msg.header, size)
+        if not self.params['enabled']:
+            self._pass_through(msg, frame, encoding, info, 'disabled')
+            return
+        try:
+            image, result = self._restore(frame)
+        except FrameRejected as exc:
+            self.stats.record_error(str(exc))
+            self._warn(exc.reason, f'{exc.reason}: {exc} (on_error={self.params["on_error"]})')
+            if self.params['on_error'] == 'passthrough':
+                self._pass_through(msg, frame, encoding, info, exc.reason)
+            else:
+                self.stats.record_dropped(exc.reason)
+            return
+        try:
+            out = conversions.rgb_to_image(image, encoding, header=msg.header)
+        except ImageCodecError as exc:
+            self.stats.record_error(f'cannot encode the restored frame as {encoding}: {exc}')
+            self._drop('encode_error', f'cannot encode the restored frame as {encoding}: {exc}')
+            return
+        if info is not None:
+            self._publish('info', info)
+        self._publish('image', out)
+        self.stats.record_published(
+            latency_ms=(time.monotonic() - received) * 1000.0, timings=result.timings,
+            cache_hit=result.cache_hit, skipped_fraction=result.skipped_fraction)
+        if result.quality_map is not None:
+            try:
+                self._publish_quality(msg.header, image, result, listeners)
+            except Exception as exc:  # noqa: BLE001 - the frame is out; the extras are not vital
+                self.stats.record_error(f'quality map/prompts not published: {exc!r}')
+                self._warn('quality_publish', f'quality map/prompts not published: {exc!r}')
+
+    def _drop(self, reason, message):
+        self.stats.record_dropped(reason)
+        self._warn(reason, f'frame dropped ({reason}): {message}')
+
+    def _warn(self, key, message):
+        """Log a warning at most once per _LOG_EVERY_S for each kind of problem."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._warned[key] = now
+            self.get_logger().warning(message)
+
+    def _decode(self, msg):
+        """
+        Return (frame, encoding): RGB (H, W, 3) or a (H, W) plane, and the encoding to publish in.
+
+        Raises FrameRejected with the reason the message cannot be used.
+        """
+        if isinstance(msg, CompressedImage):
+            try:
+                frame, tag = conversions.image_to_rgb(msg)
+            except ImageCodecError as exc:
+                raise FrameRejected('decode_error', str(exc)) from None
+            return frame, tag.partition(':')[2]  # raw Image out, in the recorded encoding
+        if msg.height == 0 or msg.width == 0:
+            raise FrameRejected('empty_frame', f'zero-size image {msg.width}x{msg.height}')
+        try:
+            encoding_info(msg.encoding)
+        except ImageCodecError as exc:
+            raise FrameRejected('unknown_encoding', str(exc)) from None
+        try:
+            return conversions.image_to_rgb(msg)
+        except ImageCodecError as exc:
+            raise FrameRejected('bad_data', str(exc)) from None
+
+    def _matching_camera_info(self, header, size):
+        info = self._camera_info
+        if info is None:
+            return None
+        if (info.height, info.width) != tuple(size) and info.width and info.height:
+            self.stats.record_event('camera_info_mismatch')
+            self._warn('camera_info', f'camera_info is {info.width}x{info.height} but the image '
+                       f'is {size[1]}x{size[0]}; not republished')
+            return None
+        out = CameraInfo()
+        out.header = header
+        for field in ('height', 'width', 'distortion_model', 'd', 'k', 'r', 'p', 'binning_x',
+                      'binning_y', 'roi'):
+            setattr(out, field, getattr(info, field))
+        return out
+
+    def _restore(self, frame):
+        height, width = frame.shape[:2]
+        if height * width > self.params['max_pixels']:
+            raise FrameRejected('too_large', f'{width}x{height} frame exceeds max_pixels '
+                                f'{self.params["max_pixels"]}')
+        if frame.dtype not in (np.uint8, np.uint16, np.float32):
+            raise FrameRejected('unsupported_encoding',
+                                f'cannot restore {frame.dtype} samples')
+        order = 'mono' if frame.ndim == 2 else 'rgb'
+        try:
+            result = self._restorer.restore(frame, stream_id=self.get_fully_qualified_name(),
+                                            color_order=order)
+        except InvalidFrameError as exc:  # e.g. NaN/Inf in a float image
+            raise FrameRejected('invalid_frame', f'restorer refused the frame: {exc}') from None
+        except Exception as exc:  # noqa: BLE001 - any restorer failure is handled per on_error
+            raise FrameRejected('restore_error', f'restoration failed: {exc!r}') from None
+        image = result.image
+        if image.shape != frame.shape or image.dtype != frame.dtype:
+            raise FrameRejected('restore_error', f'restorer returned {image.shape} {image.dtype} '
+                                f'for a {frame.shape} {frame.dtype} frame')
+        return image, result
+
+    def _pass_through(self, msg, frame, encoding, info, reason):
+        if isinstance(msg, CompressedImage):
+            out = conversions.rgb_to_image(frame, encoding, header=msg.header)
+        else:
+            out = msg  # unchanged bytes, header and encoding
+        if info is not None:
+            self._publish('info', info)
+        self._publish('image', out)
+        self.stats.record_passed_through(reason)
+
+    def _publish_quality(self, header, image, result, listeners):
+        qmap, prompts = result.quality_map, result.prompts
+        if listeners.get('quality'):
+            grid = np.ascontiguousarray(qmap.scores, dtype=np.float32)
+            self._publish('quality', conversions.cv2_to_imgmsg(grid, '32FC1', header=header))
+        if listeners.get('prompts'):
+            payload = {'stamp': {'sec': header.stamp.sec, 'nanosec': header.stamp.nanosec},
+                       'frame_id': header.frame_id, 'cell': int(qmap.cell),
+                       'grid': list(qmap.scores.shape), 'backend': result.backend,
+                       'cache_hit': result.cache_hit,
+                       'skipped_fraction': _num(result.skipped_fraction),
+                       'scores': np.round(qmap.scores, 3).tolist(),
+                       'timings_ms': {k: _num(v) for k, v in (result.timings or {}).items()}}
+            if prompts is None:
+                from adaqual_ros.prompting import build_prompts
+
+                prompts = build_prompts(qmap)
+            payload['prompts'] = prompts.to_dict()
+            self._publish('prompts', String(data=json.dumps(payload)))
+        if listeners.get('visualization'):
+            self._publish('visualization', conversions.cv2_to_imgmsg(
+                quality_overlay(image, qmap), 'rgb8', header=header))
+
+    # ---- diagnostics -----------------------------------------------------------------------
+
+    def _diagnostic_status(self):
+        figures = self.stats.snapshot()
+        figures.update(enabled=self.params['enabled'], backend=self._settings.backend,
+                       device=self._settings.device, input_topic=self._input_topic(),
+                       parameter_rejections=self.params.rejections)
+        try:
+            runtime = self._restorer.stats() or {}
+        except Exception:  # noqa: BLE001 - diagnostics must not fail because of the runtime
+            runtime = {}
+        failed = runtime.get('failed_updates', 0)
+        if failed > self._failed_updates:
+            # Background loads (new backend/checkpoint) fail off this thread: say so here.
+            self._failed_updates = failed
+            self.stats.record_error(runtime.get('last_error', 'restorer update failed'))
+            self.get_logger().error(f'restorer kept backend {runtime.get("backend")}: '
+                                    f'{runtime.get("last_error")}')
+        note = runtime.get('note', '')
+        if note and note != self._announced_note:
+            self._announced_note = note
+            self.get_logger().warning(note)
+        for key, value in runtime.items():
+            if isinstance(value, (bool, int, float, str)) or value is None:
+                figures[f'runtime.{key}'] = value
+        # WARN while errors keep coming or the runtime runs a fallback; OK otherwise.
+        new_errors = figures['errors'] - self._reported_errors
+        self._reported_errors = figures['errors']
+        if new_errors:
+            level = DiagnosticStatus.WARN
+            message = f'{new_errors} error(s): {figures["last_error"]}'
+        elif note:
+            level, message = DiagnosticStatus.WARN, note
+        else:
+            level = DiagnosticStatus.OK
+            message = (f'{figures["input_rate_hz"]:.1f} Hz in, {figures["output_rate_hz"]:.1f} Hz '
+                       f'out, {runtime.get("backend", self._settings.backend)} backend')
+        return build_status(f'{self.get_name()}: restoration', runtime.get('device', 'unknown'),
+                            figures, level=level, message=message)
+
+    def destroy_node(self):
+        self._running = False
+        if hasattr(self, '_mailbox'):
+            self._mailbox.close()
+            self._worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def _num(value):
+    return None if value is None else float(value)
+
+
+def quality_overlay(image, qmap, max_width=640):
+    """An rgb8 picture of a frame (RGB or a plane) with its quality map as heat (red = poor)."""
+    import cv2
+
+    rgb = _to_uint8(image)
+    if rgb.ndim == 2:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
+    height, width = rgb.shape[:2]
+    if width > max_width:
+        height, width = max(1, round(height * max_width / width)), max_width
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    levels = np.clip((5.0 - qmap.per_pixel()) / 4.0 * 255.0, 0, 255).astype(np.uint8)
+    levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_NEAREST)
+    heat = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(rgb, 0.5, heat, 0.5, 0.0)
+
+
+def _to_uint8(array):
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return (array // 257).astype(np.uint8)
+    return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def main(args=None):
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = RestorationNode()
+            except Exception as exc:  # noqa: BLE001 - report why the node cannot start, exit 1
+                get_logger(NODE_NAME).fatal(f'cannot start: {exc}')
+                return 1
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""
+Restoration backends behind one interface, chosen by name: 'adaqual', 'classical', 'passthrough'.
+
+A backend restores the windows of a float32 RGB frame in [0, 1] that the runtime planned (see
+`tiling.plan_windows`) and returns the frame with those windows restored; the runtime then blends
+restored and original pixels and converts back to the caller's format.
+"""
+from dataclasses import dataclass, field
+import threading
+import time
+
+import numpy as np
+import torch
+
+from adaqual_ros.runtime import classical
+from adaqual_ros.runtime.device import compile_module, plan_device, synchronize, to_device_tensor
+from adaqual_ros.runtime.tiling import run_windows
+
+
+@dataclass
+class BackendOutput:
+    """
+    What a backend returns for one frame.
+
+    Args:
+        image (`np.ndarray` float32, (H, W, 3)): restored inside the windows, input elsewhere.
+        prompts (*optional*): the prompts the model was given (None for prompt-free backends).
+        timings (`dict[str, float]`): milliseconds per stage the backend measured itself.
+        windows_run (`int`): windows that went through the restorer.
+    """
+
+    image: np.ndarray
+    prompts: object = None
+    timings: dict = field(default_factory=dict)
+    windows_run: int = 0
+
+
+def _ms(start):
+    return (time.perf_counter() - start) * 1000.0
+
+
+class StreamState:
+    """
+    Per-stream state of the network backend: one seeded torch.Generator and the start noise.
+
+    The generator (seeded from the base seed and the stream id) draws a start-noise field the size
+    of the frame once; every window of every frame takes its crop of that field. The start noise
+    of a pixel therefore depends only on the stream, never on the frame number or the tiling, so
+    outputs do not flicker on video and tiled equals untiled up to the network's border effects.
+    """
+
+    def __init__(self, stream_id, seed, device):
+        self.stream_id = stream_id
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self._noise = None
+        self._lock = threading.Lock()
+
+    def noise(self, height, width, dtype):
+        """The stream's fixed (1, 3, H, W) start noise (drawn again only when the size changes)."""
+        with self._lock:
+            noise = self._noise
+            if noise is None or noise.shape[-2:] != (height, width) or noise.dtype != dtype:
+                self.generator.manual_seed(self.seed)
+                noise = torch.randn((1, 3, height, width), generator=self.generator,
+                                    device=self.device, dtype=torch.float32).to(dtype)
+                self._noise = noise
+            return noise
+
+
+class RestorationBackend:
+    """
+    Interface of the restoration backends.
+
+    Attributes:
+        name (`str`): registry name.
+        uses_network (`bool`): whether `restore` runs a neural network.
+        device (`torch.device`): where it runs.
+    """
+
+    name = 'base'
+    uses_network = False
+    device = torch.device('cpu')
+
+    def restore(self, rgb, quality_map, windows, stream, settings):
+        """
+        Restore the windows of one frame.
+
+        Args:
+            rgb (`np.ndarray` float32, (H, W, 3)): RGB frame in [0, 1].
+            quality_map (`QualityMap`): its regional quality.
+            windows (`list[Window]`): cell-aligned windows covering every degraded cell.
+            stream (`StreamState`): the stream's generator and fixed noise.
+            settings (`RestorerSettings`): the settings of this frame.
+
+        Returns:
+            `BackendOutput`.
+        """
+        raise NotImplementedError
+
+    def frame_prompts(self, quality_map):
+        """Readable prompts of a whole frame (None for backends without prompts)."""
+        return None
+
+    def close(self):
+        """Release what the backend holds (models, GPU memory)."""
+
+
+class PassthroughBackend(RestorationBackend):
+    """Returns the frame untouched (the runtime still reports the quality map)."""
+
+    name = 'passthrough'
+
+    def restore(self, rgb, quality_map, windows, stream, settings):
+        return BackendOutput(rgb)
+
+
+class ClassicalBackend(RestorationBackend):
+    """
+    Dark-channel-prior dehazing, CLAHE/gamma and light deraining (no weights).
+
+    Runs once on the bounding box of the windows (dehazing needs the global atmospheric light),
+    weighted per region by the quality map.
+    """
+
+    name = 'classical'
+
+    def restore(self, rgb, quality_map, windows, stream, settings):
+        if not windows:
+            return BackendOutput(rgb)
+        y0 = min(w.y0 for w in windows)
+        x0 = min(w.x0 for w in windows)
+        y1 = max(w.y0 + w.h for w in windows)
+        x1 = max(w.x0 + w.w for w in windows)
+        out = rgb.copy()
+        start = time.perf_counter()
+        out[y0:y1, x0:x1] = classical.restore_float(
+            rgb[y0:y1, x0:x1], quality_map.crop(y0, x0, y1 - y0, x1 - x0))
+        return BackendOutput(out, timings={'model': (time.perf_counter() - start) * 1000.0},
+                             windows_run=1)
+
+
+class AdaQualBackend(RestorationBackend):
+    """
+    The AdaQual-Diff pipeline on the degraded windows, batched.
+
+    Args:
+        settings (`RestorerSettings`): model_path ('' = the shipped checkpoint), device, half,
+            channels_last, compile and steps are read.
+        pipeline (`AdaQualPipeline`, *optional*): an already built pipeline (tests, benchmarks);
+            it is moved to the settings' device.
+    """
+
+    name = 'adaqual'
+    uses_network = True
+
+    def __init__(self, settings, pipeline=None):
+        from adaqual_ros import pipelines
+
+        self.plan = plan_device(settings.device, settings.half, settings.channels_last,
+                                settings.compile)
+        self.device = self.plan.device
+        if pipeline is None:
+            path = settings.model_path or pipelines.default_pipeline_path()
+            pipeline = pipelines.AdaQualPipeline.from_pretrained(str(path))
+        # dtype only when it changes: diffusers warns about any explicit cast.
+        if self.plan.dtype == torch.float32:
+            self.pipeline = pipeline.to(self.device)
+        else:
+            self.pipeline = pipeline.to(self.device, self.plan.dtype)
+        # In place (nn.Module.compile / .to): the pipeline keeps its registered components.
+        unet = self.pipeline.unet
+        if self.plan.channels_last:
+            unet.to(memory_format=torch.channels_last)
+        unet.eval()
+        if self.plan.compile:
+            compile_module(unet)
+        self.cell = int(self.pipeline.config.cell)
+        # The pipeline's scheduler holds per-call state: one frame at a time per backend.
+        self._lock = threading.Lock()
+        # Prompt sets of the current quality map, by window: a cached map (same object) reuses
+        # its prompts, whose embeddings the pipeline's encoder caches by text.
+        self._prompt_map = None
+        self._prompt_sets = {}
+        self._prompt_lock = threading.Lock()
+
+    def _prompts_for(self, quality_map, rect=None):
+        if rect == (0, 0) + tuple(quality_map.image_size):
+            rect = None  # the whole frame: same prompts as frame_prompts
+        with self._prompt_lock:
+            if self._prompt_map is not quality_map:
+                self._prompt_map, self._prompt_sets = quality_map, {}
+            prompts = self._prompt_sets.get(rect)
+            if prompts is None:
+                qmap = quality_map if rect is None else quality_map.crop(*rect)
+                prompts = self._prompt_sets[rect] = self.pipeline.prompter.build(qmap)
+            return prompts
+
+    def restore(self, rgb, quality_map, windows, stream, settings):
+        if not windows:
+            return BackendOutput(rgb)
+        if quality_map.cell != self.cell:
+            raise ValueError(f'quality map cell {quality_map.cell} does not match the model '
+                             f'cell {self.cell}')
+        timings = {'prompts': 0.0, 'model': 0.0}
+        all_prompts = []
+        # A crop of the stream's fixed noise field: a window's start noise does not depend on
+        # the tiling or on earlier frames (no flicker; tiled == untiled up to border effects).
+        noise = stream.noise(rgb.shape[0], rgb.shape[1], self.plan.dtype)
+        pipe = self.pipeline
+
+        def run(chunk, batch):
+            start = time.perf_counter()
+            qmaps = [quality_map.crop(w.y0, w.x0, w.h, w.w) for w in chunk]
+            prompts = [self._prompts_for(quality_map, (w.y0, w.x0, w.h, w.w)) for w in chunk]
+            if pipe.unet.config.use_prompts:
+                pipe.encode_prompts(prompts)  # fills the embedding cache the call then reads
+            timings['prompts'] += _ms(start)
+            start = time.perf_counter()
+            latents = torch.cat([noise[:, :, w.y0:w.y0 + w.h, w.x0:w.x0 + w.w] for w in chunk])
+            with torch.inference_mode():
+                image = to_device_tensor(np.ascontiguousarray(batch), self.plan)
+                output = pipe(image, quality_maps=qmaps, prompts=prompts, latents=latents,
+                              generator=stream.generator,
+                              num_inference_steps=int(settings.steps), return_dict=True)
+                restored = output.images.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            synchronize(self.plan)
+            timings['model'] += _ms(start)
+            all_prompts.extend(prompts)
+            return restored
+
+        with self._lock:
+            image = run_windows(rgb, windows, run, batch_size=max(1, int(settings.tile_batch)))
+        return BackendOutput(image, prompts=all_prompts, timings=timings,
+                             windows_run=len(windows))
+
+    def frame_prompts(self, quality_map):
+        return self._prompts_for(quality_map)
+
+    def close(self):
+        self.pipeline = None
+        if self.plan.is_cuda:
+            torch.cuda.empty_cache()
+
+
+BACKENDS = {
+    'adaqual': AdaQualBackend,
+    'classical': ClassicalBackend,
+    'passthrough': PassthroughBackend,
+}
+
+
+def build_backend(name, settings=None, **kwargs):
+    """
+    Build a restoration backend by name.
+
+    Args:
+        name (`str`): one of 'adaqual', 'classical', 'passthrough'.
+        settings (`RestorerSettings`, *optional*): defaults to RestorerSettings().
+        **kwargs: passed to the backend (e.g. ``pipeline=`` for 'adaqual').
+
+    Returns:
+        `RestorationBackend`.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f'unknown restoration backend {name!r}; valid names: {sorted(BACKENDS)}')
+    if name == 'adaqual':
+        if settings is None:
+            from adaqual_ros.runtime.settings import RestorerSettings
+
+            settings = RestorerSettings()
+        return AdaQualBackend(settings, **kwargs)
+    if kwargs:
+        raise ValueError(f'backend {name!r} takes no options, got {sorted(kwargs)}')
+    return BACKENDS[name]()

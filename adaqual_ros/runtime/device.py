@@ -1,0 +1,124 @@
+"""
+Device placement for the restorer: auto device, fp16 on CUDA, channels_last, torch.compile.
+
+CPU and float32 are the defaults (as in diffusers); CUDA is used when present and asked for.
+"""
+from dataclasses import dataclass
+import warnings
+
+import torch
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """
+    Where and how the network runs.
+
+    Args:
+        device (`torch.device`): the resolved device.
+        dtype (`torch.dtype`): float16 on CUDA when half was asked for, float32 otherwise.
+        channels_last (`bool`): use the channels_last memory format (faster convolutions).
+        compile (`bool`): wrap modules in torch.compile.
+    """
+
+    device: torch.device
+    dtype: torch.dtype
+    channels_last: bool
+    compile: bool
+
+    @property
+    def is_cuda(self):
+        return self.device.type == 'cuda'
+
+
+def resolve_device(requested='auto'):
+    """
+    Turn a device setting into a torch.device.
+
+    'auto' picks CUDA when available, else CPU. 'cuda' or 'cuda:N' without CUDA warns and falls
+    back to CPU (a robot keeps running). Anything else raises ValueError.
+    """
+    name = str(requested or 'auto').strip().lower()
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name == 'cpu':
+        return torch.device('cpu')
+    if name == 'mps':
+        mps = getattr(torch.backends, 'mps', None)
+        if mps is None or not mps.is_available():
+            warnings.warn("device 'mps' requested but not available; falling back to CPU",
+                          RuntimeWarning, stacklevel=2)
+            return torch.device('cpu')
+        return torch.device('mps')
+    if name == 'cuda' or name.startswith('cuda:'):
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise ValueError(f'invalid device {requested!r}: {exc}') from exc
+        if not torch.cuda.is_available():
+            warnings.warn(f'device {requested!r} requested but CUDA is not available; '
+                          'falling back to CPU', RuntimeWarning, stacklevel=2)
+            return torch.device('cpu')
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f'device {requested!r} does not exist: '
+                             f'{torch.cuda.device_count()} CUDA device(s) present')
+        return device
+    raise ValueError(f"unknown device {requested!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+def configure_threads(threads):
+    """Set torch's CPU thread count (0 leaves torch's default); returns the count in use."""
+    threads = int(threads)
+    if threads < 0:
+        raise ValueError(f'threads must be >= 0, got {threads}')
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def plan_device(device='auto', half=True, channels_last=True, compile=False):
+    """Resolve the device and the precision/memory format for it (fp16 only on CUDA)."""
+    resolved = resolve_device(device)
+    dtype = torch.float16 if (half and resolved.type == 'cuda') else torch.float32
+    return DevicePlan(resolved, dtype, bool(channels_last), bool(compile))
+
+
+def compile_module(module):
+    """
+    Compile a torch module in place (nn.Module.compile), so whoever holds it keeps it.
+
+    A backend that cannot compile warns and leaves the module eager. Returns True when compiled.
+    """
+    try:
+        module.compile()
+    except Exception as exc:  # noqa: BLE001 - any compiler failure leaves the eager module
+        warnings.warn(f'torch.compile failed ({exc}); running eagerly', RuntimeWarning,
+                      stacklevel=2)
+        return False
+    return True
+
+
+def to_device_tensor(batch, plan):
+    """(B, H, W, 3) float32 numpy in [0, 1] -> (B, 3, H, W) tensor on the plan's device/dtype."""
+    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2)
+    memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
+    return tensor.to(device=plan.device, dtype=plan.dtype, memory_format=memory_format,
+                     non_blocking=plan.is_cuda)
+
+
+def memory_reset(plan):
+    if plan.is_cuda:
+        torch.cuda.reset_peak_memory_stats(plan.device)
+
+
+def peak_memory_bytes(plan):
+    """Peak CUDA memory allocated since the last reset (0 on CPU)."""
+    if plan.is_cuda:
+        return int(torch.cuda.max_memory_allocated(plan.device))
+    return 0
+
+
+def synchronize(plan):
+    """Wait for queued CUDA work so wall-clock timings are honest."""
+    if plan.is_cuda:
+        torch.cuda.synchronize(plan.device)

@@ -1,0 +1,267 @@
+"""
+Cell-aligned windows over the degraded part of a frame, batched, and blended without seams.
+
+The frame is cut into a grid of core tiles (``tile_size`` pixels, a multiple of the quality cell).
+A tile with no degraded cell is never run. Within the remaining tiles, the core shrinks to the
+bounding box of its degraded cells; with ``merge`` the cores of neighbouring active tiles join into
+larger rectangles (one rectangle for a fully degraded frame: no seams, no overlap overhead).
+Where two windows touch, each grows by ``overlap`` pixels into the other, and linear feather
+weights blend the overlap. Window origins stay multiples of the cell so ``QualityMap.crop`` is
+exact.
+
+The skip blend is separate: ``skip_alpha`` is 0 on clean cells (they stay bit-identical) and
+ramps from 0 to 1 inside degraded cells over ``ramp`` pixels from the nearest clean cell.
+"""
+from dataclasses import dataclass
+import math
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    """
+    One rectangle of the frame run through the restorer.
+
+    Args:
+        y0, x0, h, w (`int`): the window in pixels (origin a multiple of the cell).
+        core (`tuple[int, int, int, int]`): (y0, x0, h, w) of the part this window owns; outside
+            it the window only lends context and feathers into its neighbours.
+        margins (`tuple[int, int, int, int]`): pixels grown (top, bottom, left, right).
+    """
+
+    y0: int
+    x0: int
+    h: int
+    w: int
+    core: tuple
+    margins: tuple
+
+    @property
+    def slices(self):
+        return slice(self.y0, self.y0 + self.h), slice(self.x0, self.x0 + self.w)
+
+    @property
+    def area(self):
+        return self.h * self.w
+
+
+def _check(cell, tile_size, overlap):
+    if cell <= 0:
+        raise ValueError(f'cell must be positive, got {cell}')
+    if tile_size < cell or tile_size % cell:
+        raise ValueError(f'tile_size {tile_size} must be a positive multiple of the cell {cell}')
+    if overlap < 0:
+        raise ValueError(f'overlap must be >= 0, got {overlap}')
+
+
+def _runs(flags):
+    """[start, stop) index ranges of consecutive True values."""
+    runs, start = [], None
+    for i, flag in enumerate(list(flags) + [False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=True):
+    """
+    Windows that cover every degraded cell, and nothing that is not needed.
+
+    Args:
+        degraded (`np.ndarray` bool, (grid_h, grid_w)): cells to restore.
+        image_size (`tuple[int, int]`): (H, W) of the frame.
+        cell (`int`): quality-map cell size in pixels.
+        tile_size (`int`): core tile edge in pixels (multiple of ``cell``); 0 = the whole frame.
+        overlap (`int`): pixels a window grows into each touching window (rounded up to cells).
+        merge (`bool`): join neighbouring active tiles into larger windows.
+
+    Returns:
+        `list[Window]`, empty when no cell is degraded.
+    """
+    degraded = np.asarray(degraded, dtype=bool)
+    height, width = (int(v) for v in image_size)
+    gh, gw = math.ceil(height / cell), math.ceil(width / cell)
+    if degraded.shape != (gh, gw):
+        raise ValueError(f'degraded mask {degraded.shape} does not match grid {(gh, gw)} of '
+                         f'{(height, width)} with cell {cell}')
+    if tile_size == 0:
+        tile_size = max(gh, gw) * cell
+    _check(cell, tile_size, overlap)
+    if not degraded.any():
+        return []
+    tc = tile_size // cell
+    # 1. Core rectangles in cells: (r0, r1, c0, c1), one per active tile (or merged run).
+    rects = []
+    for r0 in range(0, gh, tc):
+        r1 = min(r0 + tc, gh)
+        active = [degraded[r0:r1, c0:min(c0 + tc, gw)].any() for c0 in range(0, gw, tc)]
+        if merge:
+            row_rects = [(r0, r1, a * tc, min(b * tc, gw)) for a, b in _runs(active)]
+        else:
+            row_rects = [(r0, r1, i * tc, min((i + 1) * tc, gw))
+                         for i, on in enumerate(active) if on]
+        rects.extend(row_rects)
+    if merge:
+        rects = _merge_vertically(rects)
+    # 2. Shrink each core to the bounding box of its degraded cells.
+    shrunk = []
+    for r0, r1, c0, c1 in rects:
+        rows = np.flatnonzero(degraded[r0:r1, c0:c1].any(axis=1))
+        cols = np.flatnonzero(degraded[r0:r1, c0:c1].any(axis=0))
+        shrunk.append((r0 + rows[0], r0 + rows[-1] + 1, c0 + cols[0], c0 + cols[-1] + 1))
+    # 3. Grow into touching windows so their seam can be feathered.
+    labels = np.full((gh, gw), -1, dtype=np.int64)
+    for k, (r0, r1, c0, c1) in enumerate(shrunk):
+        labels[r0:r1, c0:c1] = k
+    ov = math.ceil(overlap / cell)
+    windows = []
+    for k, (r0, r1, c0, c1) in enumerate(shrunk):
+        def touches(strip):
+            return bool(((strip >= 0) & (strip != k)).any())  # noqa: B023 - used immediately
+        top = ov if ov and r0 > 0 and touches(labels[r0 - 1, c0:c1]) else 0
+        bottom = ov if ov and r1 < gh and touches(labels[r1, c0:c1]) else 0
+        left = ov if ov and c0 > 0 and touches(labels[r0:r1, c0 - 1]) else 0
+        right = ov if ov and c1 < gw and touches(labels[r0:r1, c1]) else 0
+        wr0, wr1 = max(0, r0 - top), min(gh, r1 + bottom)
+        wc0, wc1 = max(0, c0 - left), min(gw, c1 + right)
+        core_y0, core_x0 = r0 * cell, c0 * cell
+        core_h, core_w = min(r1 * cell, height) - core_y0, min(c1 * cell, width) - core_x0
+        y0, x0 = wr0 * cell, wc0 * cell
+        h, w = min(wr1 * cell, height) - y0, min(wc1 * cell, width) - x0
+        margins = (core_y0 - y0, y0 + h - core_y0 - core_h,
+                   core_x0 - x0, x0 + w - core_x0 - core_w)
+        windows.append(Window(int(y0), int(x0), int(h), int(w),
+                              tuple(int(v) for v in (core_y0, core_x0, core_h, core_w)),
+                              tuple(int(v) for v in margins)))
+    return windows
+
+
+def _merge_vertically(rects):
+    """Join rectangles with the same column range whose rows touch."""
+    rects = sorted(rects)
+    merged = []
+    for r0, r1, c0, c1 in rects:
+        for i, (m0, m1, n0, n1) in enumerate(merged):
+            if (n0, n1) == (c0, c1) and m1 == r0:
+                merged[i] = (m0, r1, c0, c1)
+                break
+        else:
+            merged.append((r0, r1, c0, c1))
+    return merged
+
+
+def _ramp(n, lo, hi):
+    """1-D weights of length n with margins lo (start) and hi (end) faded out."""
+    weights = np.ones(n, dtype=np.float32)
+    for m, flip in ((lo, False), (hi, True)):
+        if not m:
+            continue
+        # The outer quarter of a margin gets weight 0: a network's border effects live there,
+        # and the touching window's core covers those pixels anyway. Then a linear ramp to 1.
+        skip = m // 4
+        rise = max(1, m - 2 * skip)
+        ramp = np.clip((np.arange(m, dtype=np.float32) - skip + 1.0) / (rise + 1.0), 0.0, 1.0)
+        if flip:
+            weights[n - m:] = np.minimum(weights[n - m:], ramp[::-1])
+        else:
+            weights[:m] = np.minimum(weights[:m], ramp)
+    return weights
+
+
+def feather_weights(window):
+    """(h, w) float32 weights: 1 on the core, fading to 0 towards the outer margin edges."""
+    top, bottom, left, right = window.margins
+    return np.outer(_ramp(window.h, top, bottom), _ramp(window.w, left, right))
+
+
+def run_windows(image, windows, fn, batch_size=4):
+    """
+    Run ``fn`` over the windows of an image, batching windows of equal shape, and blend.
+
+    Args:
+        image (`np.ndarray` float32, (H, W, C)): the frame.
+        windows (`list[Window]`): from ``plan_windows``.
+        fn (`callable`): ``fn(windows, batch)`` with ``batch`` (B, h, w, C) float32, returning an
+            array of the same shape.
+        batch_size (`int`): most windows per call.
+
+    Returns:
+        `np.ndarray` float32 (H, W, C): blended results inside the windows, the input elsewhere.
+    """
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    out = image.astype(np.float32, copy=True)
+    if not windows:
+        return out
+    if len(windows) == 1:
+        win = windows[0]
+        ys, xs = win.slices
+        result = np.asarray(fn([win], image[ys, xs][None]), dtype=np.float32)
+        _check_result(result, (1,) + image[ys, xs].shape)
+        out[ys, xs] = result[0]
+        return out
+    acc = np.zeros(image.shape[:2] + (image.shape[2],), dtype=np.float32)
+    weight_sum = np.zeros(image.shape[:2], dtype=np.float32)
+    groups = {}
+    for win in windows:
+        groups.setdefault((win.h, win.w), []).append(win)
+    for group in groups.values():
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            batch = np.stack([image[w.slices] for w in chunk])
+            result = np.asarray(fn(chunk, batch), dtype=np.float32)
+            _check_result(result, batch.shape)
+            for win, restored in zip(chunk, result):
+                ys, xs = win.slices
+                weights = feather_weights(win)
+                acc[ys, xs] += restored * weights[..., None]
+                weight_sum[ys, xs] += weights
+    covered = weight_sum > 0
+    out[covered] = acc[covered] / weight_sum[covered][:, None]
+    return out
+
+
+def _check_result(result, shape):
+    if result.shape != tuple(shape):
+        raise ValueError(f'window function returned shape {result.shape}, expected {shape}')
+
+
+def skip_alpha(degraded, image_size, cell, ramp=16, region=None):
+    """
+    Per-pixel blend weight of the restored frame: 0 on clean cells, 1 deep inside degraded cells.
+
+    Args:
+        degraded (`np.ndarray` bool, (grid_h, grid_w)): degraded cells.
+        image_size (`tuple[int, int]`): (H, W).
+        cell (`int`): cell size in pixels.
+        ramp (`int`): width in pixels of the 0 -> 1 ramp inside degraded cells next to clean ones.
+        region (`tuple[int, int, int, int]`, *optional*): (y0, x0, y1, x1) to compute only that
+            part of the frame.
+
+    Returns:
+        `np.ndarray` float32 of the region's (h, w), or None when it is 1 everywhere there.
+    """
+    height, width = image_size
+    y0, x0, y1, x1 = region if region is not None else (0, 0, height, width)
+    # Clean pixels up to `ramp` outside the region still shape the ramp inside it.
+    pad = max(0, int(ramp))
+    py0, px0 = max(0, y0 - pad), max(0, x0 - pad)
+    py1, px1 = min(height, y1 + pad), min(width, x1 + pad)
+    rows = np.arange(py0, py1) // cell
+    cols = np.arange(px0, px1) // cell
+    mask = np.asarray(degraded, dtype=np.uint8)[rows[:, None], cols[None, :]]
+    if mask.all():
+        return None
+    if pad == 0:
+        alpha = mask.astype(np.float32)
+    else:
+        # Distance of each degraded pixel to the nearest clean pixel.
+        dist = cv2.distanceTransform(np.ascontiguousarray(mask), cv2.DIST_L2, 3)
+        alpha = np.minimum(dist * (1.0 / float(ramp)), 1.0)
+    oy, ox = y0 - py0, x0 - px0
+    return np.ascontiguousarray(alpha[oy:oy + (y1 - y0), ox:ox + (x1 - x0)])

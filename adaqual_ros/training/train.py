@@ -1,0 +1,534 @@
+"""
+Training of AdaQual-Diff (denoiser + prompt text encoder) with accelerate, EMA and checkpoints.
+
+Data: random crops of clean photos, degraded on the fly by adaqual_ros.weather.synthesize().
+Conditioning during training uses the GROUND-TRUTH quality grid and per-region type strengths
+that synthesize() returns (lightly jittered so the model tolerates estimator error); at inference
+the pipeline's estimator provides them.
+
+    from adaqual_ros.training.train import TrainConfig, train
+    train(TrainConfig(out_dir='runs/small', time_limit_min=45))
+"""
+from dataclasses import asdict, dataclass, field, fields
+import difflib
+import json
+import math
+from pathlib import Path
+import time
+
+import numpy as np
+import torch
+
+from adaqual_ros.training.losses import LossWeights, adaqual_loss
+
+# Training splits (ASSETS.md); bsds500/val is the held-out synthetic evaluation set.
+DEFAULT_CLEAN_DIRS = ('data/clean/bsds500/train', 'data/clean/bsds500/test',
+                      'data/clean/sun_hays80', 'data/clean/urban100')
+# rain100l clean/2.png is BSDS500 test/104055: keep it out of training.
+DEFAULT_EXCLUDE = ('104055',)
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp')
+
+
+@dataclass
+class TrainConfig:
+    """
+    Everything `adaqual train` can be told (YAML file and key=value overrides merge into it).
+
+    Args:
+        out_dir (`str`): run folder (checkpoint/, train.log, train_log.jsonl, pipeline/).
+        save_to (`str`, *optional*): also save the EMA pipeline here (e.g. the shipped folder)
+            whenever validation PSNR improves and beats the input, and at the end.
+        model_config (`str`): 'small' | 'tiny' | 'paper'.
+        assets (`str`, *optional*): assets root (default $ADAQUAL_ASSETS).
+        clean_dirs (`list[str]`): clean image folders, relative to the assets root or absolute.
+        steps (`int`): maximum optimizer steps.
+        time_limit_min (`float`): stop after this much training time (0 = no limit); the
+            cosine learning-rate schedule follows max(step / steps, time / limit).
+        loss (`LossWeights` fields l1, l2, a, edge): loss weights.
+        t_focus (`float`): share of timesteps drawn from the sampler's own timesteps
+            (999, 749, 499, 249) instead of uniformly.
+        estimator (`str`, *optional*): when set (e.g. 'learned'), a share ``estimator_prob`` of
+            the crops is conditioned on that estimator's map of the degraded crop instead of the
+            ground truth (the loss weights keep the ground truth), so the model learns to
+            tolerate the estimator it meets at inference.
+    """
+
+    out_dir: str = 'runs/adaqual_small'
+    save_to: str = ''
+    model_config: str = 'small'
+    assets: str = ''
+    clean_dirs: list = field(default_factory=lambda: list(DEFAULT_CLEAN_DIRS))
+    exclude: list = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+    cell: int = 64
+    crop: int = 128
+    scale_min: float = 0.5
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    steps: int = 100000
+    time_limit_min: float = 45.0
+    ema_decay: float = 0.999
+    l1: float = 1.0
+    l2: float = 0.2
+    a: float = 2.0
+    edge: float = 0.5
+    t_focus: float = 0.5
+    clean_prob: float = 0.06
+    quality_jitter: float = 0.25
+    estimator: str = ''
+    estimator_prob: float = 0.5
+    seed: int = 0
+    threads: int = 2
+    num_workers: int = 1
+    val_every: int = 250
+    val_images: int = 8
+    val_size: int = 192
+    checkpoint_every: int = 250
+    resume: bool = True
+    max_images: int = 0
+
+
+def merge_config(base=None, overrides=None):
+    """
+    TrainConfig from a dict of values (YAML) and 'key=value' strings; unknown keys raise.
+
+    Values are parsed as YAML scalars/lists ('lr=2e-4', 'clean_dirs=[a, b]').
+    """
+    import yaml
+
+    cfg = TrainConfig()
+    names = {f.name: f for f in fields(TrainConfig)}
+    items = dict(base or {})
+    for text in overrides or []:
+        if '=' not in text:
+            raise ValueError(f'override {text!r} is not key=value')
+        key, value = text.split('=', 1)
+        items[key.strip()] = yaml.safe_load(value)
+    for key, value in items.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f'; did you mean {close[0]!r}?' if close else ''
+            raise ValueError(f'unknown training option {key!r}{hint}')
+        default = getattr(cfg, key)
+        if isinstance(default, bool):
+            value = bool(value)
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            value = type(default)(value)
+        elif isinstance(default, list):
+            value = list(value) if isinstance(value, (list, tuple)) else [value]
+        setattr(cfg, key, value)
+    return cfg
+
+
+def _resolve_dir(path, assets):
+    p = Path(path)
+    if not p.is_absolute():
+        if assets is None:
+            raise FileNotFoundError(f'{path} is relative but no assets root is set '
+                                    '(ADAQUAL_ASSETS or assets=...)')
+        p = Path(assets) / p
+    if not p.is_dir():
+        raise FileNotFoundError(f'clean image folder not found: {p}')
+    return p
+
+
+def list_images(dirs, assets, exclude=()):
+    """Sorted image files of the given folders (names containing an ``exclude`` entry dropped)."""
+    files = []
+    for d in dirs:
+        root = _resolve_dir(d, assets)
+        files += sorted(f for f in root.rglob('*') if f.suffix.lower() in IMAGE_EXTS
+                        and not any(x in f.name for x in exclude))
+    if not files:
+        raise FileNotFoundError(f'no images in {list(dirs)}')
+    return files
+
+
+def load_rgb(path):
+    """Read an image file as RGB uint8 (the one BGR->RGB conversion of the training path)."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f'cannot read image {path}')
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+class SyntheticCrops(torch.utils.data.IterableDataset):
+    """
+    Endless random crops of clean photos with synthetic weather and its ground-truth quality.
+
+    Yields dicts: 'degraded', 'clean' (3, crop, crop) float [0, 1]; 'quality' (5, g, g) model
+    input ((q - 3) / 2 and 4 type strengths); 'scores' (g, g) ground-truth q.
+    """
+
+    def __init__(self, files, crop, cell, seed, scale_min=0.5, clean_prob=0.06,
+                 quality_jitter=0.25, layers=None, estimator='', estimator_prob=0.5):
+        super().__init__()
+        if crop % cell:
+            raise ValueError(f'crop {crop} must be a multiple of cell {cell}')
+        self.files, self.crop, self.cell, self.seed = list(files), crop, cell, seed
+        self.scale_min, self.clean_prob = scale_min, clean_prob
+        self.quality_jitter, self.layers = quality_jitter, layers
+        self.estimator_name, self.estimator_prob = estimator, estimator_prob
+        self._estimator = None
+        self._cache = {}
+
+    def _estimate(self, degraded):
+        if self._estimator is None:  # built lazily, inside the worker process
+            from adaqual_ros.quality import build_estimator
+            self._estimator = build_estimator(self.estimator_name, cell=self.cell)
+        with torch.no_grad():
+            qmap = self._estimator.estimate(degraded)
+        return qmap.scores.astype(np.float32), qmap.type_probs.astype(np.float32)
+
+    def _image(self, i):
+        if i not in self._cache:
+            self._cache[i] = load_rgb(self.files[i])
+        return self._cache[i]
+
+    def sample(self, rng):
+        import cv2
+
+        from adaqual_ros.weather import CONDITIONS, synthesize
+
+        img = self._image(int(rng.integers(len(self.files))))
+        h, w = img.shape[:2]
+        lo = max(self.scale_min, self.crop / min(h, w))
+        scale = float(rng.uniform(lo, 1.0)) if lo < 1.0 else lo
+        if abs(scale - 1.0) > 1e-3:
+            img = cv2.resize(img, (max(self.crop, round(w * scale)), max(self.crop,
+                             round(h * scale))), interpolation=cv2.INTER_AREA)
+        h, w = img.shape[:2]
+        y, x = int(rng.integers(h - self.crop + 1)), int(rng.integers(w - self.crop + 1))
+        clean = np.ascontiguousarray(img[y:y + self.crop, x:x + self.crop])
+        if rng.random() < 0.5:
+            clean = np.ascontiguousarray(clean[:, ::-1])
+        cond = 'clean' if rng.random() < self.clean_prob else CONDITIONS[
+            1 + int(rng.integers(len(CONDITIONS) - 1))]
+        s = synthesize(clean, cond, rng, cell=self.cell, layers=self.layers)
+        scores, types = s.quality.astype(np.float32), s.types.astype(np.float32)
+        q_in, t_in = scores, types
+        if self.estimator_name and rng.random() < self.estimator_prob:
+            q_in, t_in = self._estimate(s.degraded)
+        elif self.quality_jitter > 0 and rng.random() < 0.5:
+            q_in = np.clip(scores + rng.normal(0, self.quality_jitter, scores.shape), 1, 5)
+            t_in = np.clip(types + rng.normal(0, self.quality_jitter * 0.4, types.shape), 0, 1)
+        quality = np.concatenate([((q_in - 3.0) / 2.0)[None], np.moveaxis(t_in, -1, 0)], 0)
+        to_t = lambda a: torch.from_numpy(  # noqa: E731
+            np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255))
+        return {'degraded': to_t(s.degraded), 'clean': to_t(s.clean),
+                'quality': torch.from_numpy(quality.astype(np.float32)),
+                'scores': torch.from_numpy(scores), 'condition': cond}
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = 0 if info is None else info.id
+        rng = np.random.default_rng([self.seed, wid])
+        while True:
+            yield self.sample(rng)
+
+
+def _collate(items):
+    out = {k: torch.stack([it[k] for it in items]) for k in ('degraded', 'clean', 'quality',
+                                                              'scores')}
+    out['condition'] = [it['condition'] for it in items]
+    return out
+
+
+def _worker_init(_):
+    import cv2
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _qmaps_from_batch(quality, cell, size):
+    """QualityMaps from a (B, 5, g, g) quality tensor (for building prompts)."""
+    from adaqual_ros.quality.types import QualityMap
+
+    q = quality.detach().cpu().numpy()
+    return [QualityMap(np.clip(qi[0] * 2 + 3, 1, 5), np.moveaxis(qi[1:], 0, -1).clip(0, 1), cell,
+                       size) for qi in q]
+
+
+def build_validation_set(assets, n, size, cell, seed=1234, layers=None):
+    """
+    Fixed validation frames from bsds500/val: centre crops, conditions cycled, seeded weather.
+
+    Returns a list of (degraded uint8, clean uint8, QualityMap with ground-truth grid).
+    """
+    from adaqual_ros.quality.types import QualityMap
+    from adaqual_ros.weather import CONDITIONS, synthesize
+
+    files = list_images(['data/clean/bsds500/val'], assets)[:n]
+    out = []
+    for i, f in enumerate(files):
+        img = load_rgb(f)
+        h, w = img.shape[:2]
+        side = min(size, h, w)
+        y, x = (h - side) // 2, (w - side) // 2
+        clean = np.ascontiguousarray(img[y:y + side, x:x + side])
+        cond = CONDITIONS[1 + i % (len(CONDITIONS) - 1)]
+        s = synthesize(clean, cond, seed + i, cell=cell, layers=layers)
+        out.append((s.degraded, s.clean, QualityMap(s.quality, s.types, cell, clean.shape[:2])))
+    return out
+
+
+def validate(pipe, val_set, steps=2, seed=0):
+    """Mean PSNR (dB) of the pipeline's restorations and of the inputs over the validation set."""
+    from adaqual_ros.metrics.image import psnr
+
+    res, inp = [], []
+    for degraded, clean, qmap in val_set:
+        x = torch.from_numpy(degraded).permute(2, 0, 1)[None].float() / 255
+        g = torch.Generator().manual_seed(seed)
+        out = pipe(x, [qmap], generator=g, num_inference_steps=steps).images[0]
+        restored = (out.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        res.append(psnr(restored, clean))
+        inp.append(psnr(degraded, clean))
+    return float(np.mean(res)), float(np.mean(inp))
+
+
+def _lr_at(cfg, step, elapsed_s):
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = step / max(1, cfg.steps)
+    if cfg.time_limit_min > 0:
+        frac = max(frac, elapsed_s / (cfg.time_limit_min * 60))
+    frac = min(1.0, frac)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def sample_timesteps(batch, num_train, focus, generator):
+    """Uniform timesteps, with a share ``focus`` drawn from the trailing sampler's own steps."""
+    t = torch.randint(0, num_train, (batch,), generator=generator)
+    sampler_ts = torch.tensor([num_train - 1, num_train * 3 // 4 - 1, num_train // 2 - 1,
+                               num_train // 4 - 1])
+    pick = torch.rand(batch, generator=generator) < focus
+    idx = torch.randint(0, len(sampler_ts), (batch,), generator=generator)
+    return torch.where(pick, sampler_ts[idx], t)
+
+
+def training_loss(unet, encoder, prompter, scheduler, batch, weights, generator, t_focus=0.5,
+                  cell=64, device='cpu'):
+    """
+    Loss of one batch: prompts from the batch's (ground-truth) quality, noisy residual, r0 loss.
+
+    Args:
+        unet (`AdaQualUNet`), encoder (`PromptEncoder`), prompter (`Prompter`),
+        scheduler (`DDIMScheduler`): the parts being trained / used.
+        batch (`dict`): 'degraded', 'clean' (B, 3, H, W) in [0, 1], 'quality' (B, 5, gh, gw),
+            'scores' (B, gh, gw).
+        weights (`LossWeights`), generator (`torch.Generator`): loss weights, noise source.
+
+    Returns:
+        `(loss, terms)`.
+    """
+    degraded = batch['degraded'].to(device)
+    clean = batch['clean'].to(device)
+    quality = batch['quality'].to(device)
+    b, _, h, w = degraded.shape
+    cond = {'quality': quality, 'cell': cell}
+    # (a DDP-wrapped model keeps its config on .module)
+    if getattr(unet, 'module', unet).config.use_prompts:
+        prompts = [prompter.build(q) for q in _qmaps_from_batch(batch['quality'], cell, (h, w))]
+        ge, gm, le, lm = encoder.encode_prompt_sets(prompts)
+        cond.update(global_embeds=ge, global_mask=gm, local_embeds=le, local_mask=lm)
+    residual = clean - degraded
+    noise = torch.randn(residual.shape, generator=generator).to(device)
+    t = sample_timesteps(b, scheduler.config.num_train_timesteps, t_focus, generator).to(device)
+    noisy = scheduler.add_noise(residual, noise, t)
+    pred = unet(noisy, t, degraded, **cond).sample
+    scores_pixel = torch.repeat_interleave(torch.repeat_interleave(
+        batch['scores'].to(device)[:, None], cell, dim=2), cell, dim=3)[:, :, :h, :w]
+    return adaqual_loss(pred, degraded, clean, scores_pixel, weights)
+
+
+def check_gradients(modules):
+    """Raise if any trainable parameter received no gradient (a disconnected conditioning path)."""
+    missing = [f'{prefix}.{name}' for prefix, module in modules.items()
+               for name, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    if missing:
+        raise RuntimeError(f'{len(missing)} parameters got no gradient after the first step '
+                           f'(disconnected from the loss): {missing[:10]}')
+
+
+class _Log:
+    def __init__(self, out_dir):
+        self.text = open(Path(out_dir) / 'train.log', 'a', buffering=1)
+        self.jsonl = open(Path(out_dir) / 'train_log.jsonl', 'a', buffering=1)
+
+    def __call__(self, record, message=None):
+        self.jsonl.write(json.dumps(record) + '\n')
+        if message:
+            self.text.write(time.strftime('%H:%M:%S ') + message + '\n')
+
+    def close(self):
+        self.text.close()
+        self.jsonl.close()
+
+
+def train(cfg):
+    """
+    Train (or resume) a run; returns a dict summary (steps, best validation PSNR, wall time).
+    """
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from adaqual_ros.assets import assets_root
+    from adaqual_ros.pipelines.pipeline_adaqual import AdaQualPipeline
+    from adaqual_ros.prompting.text_encoder import PromptEncoder
+    from adaqual_ros.weather import load_layers
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    weights = LossWeights(cfg.l1, cfg.l2, cfg.a, cfg.edge)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'config.json').write_text(json.dumps(asdict(cfg), indent=2))
+    assets = assets_root(cfg.assets or None)
+    files = list_images(cfg.clean_dirs, assets, cfg.exclude)
+    if cfg.max_images:
+        files = files[:cfg.max_images]
+    layers = load_layers(assets / 'data' / 'weather_layers') if assets else None
+
+    torch.manual_seed(cfg.seed)
+    pipe = AdaQualPipeline.from_components_config(cfg.model_config, cell=cfg.cell)
+    unet, text_encoder, scheduler = pipe.unet, pipe.text_encoder, pipe.scheduler
+    unet.train()
+    text_encoder.train()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  betas=(0.9, 0.99))
+    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+    state = {'step': 0, 'elapsed_s': 0.0, 'best_psnr': -1.0, 'input_psnr': None,
+             'saved_psnr': None}
+    accelerator = Accelerator(project_dir=str(out))
+    unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
+    accelerator.register_for_checkpointing(ema)
+    ckpt = out / 'checkpoint'
+    if cfg.resume and (ckpt / 'trainer_state.json').is_file():
+        accelerator.load_state(str(ckpt))
+        state.update(json.loads((ckpt / 'trainer_state.json').read_text()))
+    ema.to(accelerator.device)
+
+    data = SyntheticCrops(files, cfg.crop, cfg.cell, [cfg.seed, state['step']], cfg.scale_min,
+                          cfg.clean_prob, cfg.quality_jitter, layers, cfg.estimator,
+                          cfg.estimator_prob)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=cfg.batch_size, collate_fn=_collate, num_workers=cfg.num_workers,
+        worker_init_fn=_worker_init if cfg.num_workers else None,
+        persistent_workers=cfg.num_workers > 0,
+        # fork after OpenCV/OpenMP thread pools exist can deadlock the worker: spawn instead
+        multiprocessing_context='spawn' if cfg.num_workers else None)
+    val_set = build_validation_set(assets, cfg.val_images, cfg.val_size, cfg.cell, layers=layers)
+    encoder = PromptEncoder(pipe.tokenizer, accelerator.unwrap_model(text_encoder), cache_size=0)
+    log = _Log(out)
+    log({'event': 'start', 'step': state['step'], 'images': len(files),
+         'config': asdict(cfg)}, f'start at step {state["step"]}: {len(files)} clean images, '
+        f'{sum(p.numel() for p in params)} parameters')
+    gen = torch.Generator().manual_seed(cfg.seed * 1000003 + state['step'])
+    cell, device = cfg.cell, accelerator.device
+
+    def ema_pipeline():
+        base_unet = accelerator.unwrap_model(unet)
+        base_te = accelerator.unwrap_model(text_encoder)
+        live = list(base_unet.parameters()) + list(base_te.parameters())
+        ema.store(live)
+        ema.copy_to(live)
+        p = AdaQualPipeline(base_unet, scheduler, pipe.tokenizer, base_te, cell=cell)
+        return p, live
+
+    def run_validation():
+        p, live = ema_pipeline()
+        p.unet.eval()
+        p.text_encoder.eval()
+        try:
+            val_psnr, in_psnr = validate(p, val_set)
+            improved = val_psnr > state['best_psnr']
+            if improved:
+                state['best_psnr'] = val_psnr
+                p.save_pretrained(str(out / 'pipeline'))
+                if cfg.save_to and val_psnr > in_psnr:
+                    p.save_pretrained(cfg.save_to)
+                    state['saved_psnr'] = val_psnr
+        finally:
+            ema.restore(live)
+            p.unet.train()
+            p.text_encoder.train()
+        state['input_psnr'] = in_psnr
+        return val_psnr, in_psnr, improved
+
+    def save_checkpoint():
+        accelerator.save_state(str(ckpt))
+        (ckpt / 'trainer_state.json').write_text(json.dumps(state))
+
+    t_start = time.time() - state['elapsed_s']
+    bar = tqdm(total=cfg.steps, initial=state['step'], mininterval=30, desc='train')
+    it = iter(loader)
+    running, first_step = {}, True
+    while state['step'] < cfg.steps:
+        state['elapsed_s'] = time.time() - t_start
+        if cfg.time_limit_min > 0 and state['elapsed_s'] > cfg.time_limit_min * 60:
+            break
+        batch = next(it)
+        loss, terms = training_loss(unet, encoder, pipe.prompter, scheduler, batch, weights,
+                                    gen, cfg.t_focus, cell, device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f'non-finite loss at step {state["step"]}: {terms}')
+        lr = _lr_at(cfg, state['step'], state['elapsed_s'])
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if first_step:
+            first_step = False
+            check_gradients({'unet': accelerator.unwrap_model(unet),
+                             'text_encoder': accelerator.unwrap_model(text_encoder)})
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        ema.step(params)
+        state['step'] += 1
+        for k, v in terms.items():
+            running[k] = running.get(k, 0.0) + v
+        running['n'] = running.get('n', 0) + 1
+        bar.update(1)
+        step = state['step']
+        if step % 50 == 0:
+            n = running.pop('n')
+            avg = {k: v / n for k, v in running.items()}
+            running = {}
+            log({'event': 'train', 'step': step, 'lr': lr, 'time_s': round(time.time() - t_start,
+                 1), **avg}, f'step {step} lr {lr:.2e} ' + ' '.join(
+                     f'{k} {v:.4f}' for k, v in avg.items()))
+        if step % cfg.val_every == 0:
+            val_psnr, in_psnr, improved = run_validation()
+            log({'event': 'val', 'step': step, 'psnr': val_psnr, 'input_psnr': in_psnr,
+                 'time_s': round(time.time() - t_start, 1)},
+                f'val step {step}: PSNR {val_psnr:.2f} dB (input {in_psnr:.2f} dB)'
+                + (' *' if improved else ''))
+        if step % cfg.checkpoint_every == 0:
+            state['elapsed_s'] = time.time() - t_start
+            save_checkpoint()
+    bar.close()
+    state['elapsed_s'] = time.time() - t_start
+    val_psnr, in_psnr, _ = run_validation()
+    p, live = ema_pipeline()
+    try:
+        p.save_pretrained(str(out / 'pipeline_final'))
+        if cfg.save_to and val_psnr >= state['best_psnr'] - 1e-6 and val_psnr > in_psnr:
+            p.save_pretrained(cfg.save_to)
+            state['saved_psnr'] = val_psnr
+    finally:
+        ema.restore(live)
+    save_checkpoint()
+    summary = {'event': 'end', 'step': state['step'], 'val_psnr': val_psnr,
+               'input_psnr': in_psnr, 'best_psnr': state['best_psnr'],
+               'saved_psnr': state['saved_psnr'], 'wall_s': round(state['elapsed_s'], 1)}
+    log(summary, f'end at step {state["step"]}: val PSNR {val_psnr:.2f} dB (input '
+        f'{in_psnr:.2f} dB), best {state["best_psnr"]:.2f}, {state["elapsed_s"] / 60:.1f} min')
+    log.close()
+    return summary

@@ -1,0 +1,336 @@
+"""
+Detection, metrics and player nodes as real processes, driven by an in-process probe node.
+
+The detection node's JSON is compared with the Detector run directly on the same real frame; the
+metrics node's totals with DetectionAccumulator fed the same detections; the player's clean and
+weather frames with the source file and with each other (same stamp).
+"""
+import json
+
+import numpy as np
+import pytest
+
+from adaqual_ros.ros import params as ros_params
+
+FOGGY = 'data/dawn_fog_dev/images/foggy-001.jpg'
+DETECTOR = 'models/yolov8n_int8.onnx'
+
+
+@pytest.fixture
+def probe_factory(ros_env):
+    from fixtures.restoration_probe import Probe
+
+    probes = []
+
+    def make(ns, node_name):
+        probe = Probe(ns, node_name)
+        probes.append(probe)
+        return probe
+
+    yield make
+    for probe in probes:
+        probe.close()
+
+
+def _args(ns, *params):
+    out = ['--ros-args', '-r', f'__ns:={ns}']
+    for item in params:
+        out += ['-p', item]
+    return out
+
+
+def _json_for(messages, stamp_ns):
+    for msg in messages:
+        body = json.loads(msg.data)
+        if body.get('stamp_ns') == stamp_ns:
+            return body
+    return None
+
+
+# ---- plain-Python checks of the parameter tables ------------------------------------------
+
+def test_parameter_tables_are_complete():
+    from adaqual_ros.weather import CONDITIONS
+
+    det = ros_params.spec_map(ros_params.DETECTION_PARAMS)
+    for name in ('model', 'conf', 'iou', 'imgsz', 'device', 'half', 'classes', 'max_det'):
+        assert name in det, name
+    assert 'classes must be empty' in det['classes'].validate('car')
+    assert det['classes'].validate(' 0, 2,7') is None
+    assert ros_params.parse_classes('0, 2') == [0, 2] and ros_params.parse_classes('') is None
+    player = ros_params.spec_map(ros_params.PLAYER_PARAMS)
+    assert player['condition'].choices == CONDITIONS
+    metrics = ros_params.spec_map(ros_params.METRICS_PARAMS)
+    assert {'raw_topic', 'restored_topic', 'reference_topic', 'labels_dir'} <= set(metrics)
+    for node in ('adaqual_detection', 'adaqual_metrics', 'adaqual_player'):
+        assert node in ros_params.NODE_TABLES
+
+
+def test_stamp_pairer_is_bounded():
+    pytest.importorskip('rclpy')
+    from adaqual_ros.ros.metrics_node import StampPairer
+
+    pairer = StampPairer(('raw', 'ref'), capacity=2)
+    assert pairer.add('raw', 1, 'a') is None
+    assert pairer.add('ref', 1, 'b') == {'raw': 'a', 'ref': 'b'}
+    for stamp in (2, 3, 4):
+        pairer.add('raw', stamp, stamp)
+    assert (pairer.pending, pairer.evicted, pairer.paired) == (2, 1, 1)
+    assert pairer.add('ref', 2, 'late') is None  # evicted: starts a new slot, never paired
+    with pytest.raises(ValueError, match='unknown stream'):
+        pairer.add('other', 1, None)
+
+
+def test_player_source_reads_bags(tmp_path):
+    pytest.importorskip('rclpy')
+    from adaqual_ros.io.bags import BagWriter
+    from adaqual_ros.ros.player_node import open_source
+
+    frames = [np.full((24, 32, 3), v, np.uint8) for v in (10, 200)]
+    with BagWriter(tmp_path / 'b.mcap') as bag:
+        for i, rgb in enumerate(frames):
+            bag.write_image('/cam/image_raw', rgb, 1000 + i, 'cam')
+    got = list(open_source(tmp_path / 'b.mcap'))
+    assert [(i, name) for i, _, name in got] == [(0, 'b.mcap:0'), (1, 'b.mcap:1')]
+    np.testing.assert_array_equal(got[1][1], frames[1])
+
+
+# ---- nodes ---------------------------------------------------------------------------------
+
+@pytest.mark.ros
+def test_detection_node_publishes_json_with_the_image_stamp(spawn, probe_factory, asset):
+    from fixtures.restoration_probe import find_stamp, image_msg
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+    from ultralytics import YOLO
+
+    from adaqual_ros.io.video import read_image
+
+    model = asset(DETECTOR)
+    rgb = read_image(asset(FOGGY))
+    ns = '/t_detect'
+    proc = spawn('adaqual_ros.ros.detection_node',
+                 *_args(ns, f'model:={model}', 'conf:=0.25', 'publish_annotated:=true'))
+    probe = probe_factory(ns, 'adaqual_detection')
+    dets = probe.record('detections', String)
+    drawn = probe.record('detections/image', Image)
+    probe.wait_for_node(timeout=120.0)
+    pub = probe.publisher('image_raw', Image)
+    probe.wait_matched(pub, 'reliable', timeout=30.0)
+    stamp = (1_700_000_123, 456_000_000)
+    stamp_ns = stamp[0] * 10**9 + stamp[1]
+    sent = image_msg(rgb[:, :, ::-1], 'bgr8', stamp, frame_id='front_camera')
+    assert probe.spin_until(lambda: (pub.publish(sent), _json_for(dets, stamp_ns))[1],
+                            timeout=60.0), proc.log_path.read_text()[-2000:]
+    body = _json_for(dets, stamp_ns)
+    assert body['header'] == {'stamp': {'sec': stamp[0], 'nanosec': stamp[1]},
+                              'frame_id': 'front_camera'}
+    assert body['image_size'] == list(rgb.shape[:2])
+    assert body['published_ns'] > 0 and body['timing_ms']['inference'] > 0
+    # ultralytics' own answer on the same frame (BGR numpy input, its default convention).
+    ref = YOLO(str(model), task='detect').predict(rgb[:, :, ::-1].copy(), conf=0.25, iou=0.7,
+                                                  verbose=False)[0]
+    assert len(body['detections']) == len(ref.boxes) > 0
+    got = np.array([d['bbox_xyxy'] for d in body['detections']])
+    np.testing.assert_allclose(got, ref.boxes.xyxy.numpy(), atol=0.02)
+    np.testing.assert_allclose([d['score'] for d in body['detections']],
+                               ref.boxes.conf.numpy(), atol=1e-4)
+    assert [d['label'] for d in body['detections']] == [ref.names[int(c)]
+                                                        for c in ref.boxes.cls]
+    assert probe.spin_until(lambda: find_stamp(drawn, stamp) is not None, timeout=10.0)
+    image = find_stamp(drawn, stamp)
+    assert (image.height, image.width, image.encoding) == (*rgb.shape[:2], 'rgb8')
+    assert image.header.frame_id == 'front_camera'
+
+    # Switched at run time to the compressed input: same frame (png, lossless), same boxes.
+    from sensor_msgs.msg import CompressedImage
+
+    from adaqual_ros.ros.conversions import cv2_to_compressed_imgmsg
+
+    (result,) = probe.set_parameters(input_compressed=True)
+    assert result.successful, result.reason
+    (bad,) = probe.set_parameters(classes='car')
+    assert not bad.successful and 'comma-separated class ids' in bad.reason
+    cpub = probe.publisher('image_raw/compressed', CompressedImage)
+    probe.wait_matched(cpub, 'reliable', timeout=30.0)
+    packed = cv2_to_compressed_imgmsg(rgb, 'png', encoding='rgb8')
+    packed.header.stamp.sec, packed.header.stamp.nanosec = stamp[0] + 1, stamp[1]
+    assert probe.spin_until(lambda: (cpub.publish(packed), _json_for(dets, stamp_ns + 10**9))[1],
+                            timeout=60.0), proc.log_path.read_text()[-2000:]
+    again = _json_for(dets, stamp_ns + 10**9)
+    assert [d['bbox_xyxy'] for d in again['detections']] == \
+        [d['bbox_xyxy'] for d in body['detections']]
+    assert proc.poll() is None
+
+
+def _fake(boxes, scores, classes, size=(120, 160)):
+    from adaqual_ros.detection.yolo import Detections
+
+    return Detections(boxes, scores, classes, {0: 'person', 2: 'car'}, size)
+
+
+@pytest.mark.ros
+def test_metrics_node_pairs_by_stamp_and_reports_on_trigger(spawn, probe_factory, tmp_path):
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from adaqual_ros.detection.yolo import Detections
+    from adaqual_ros.metrics.detection import DetectionAccumulator
+
+    ns = '/t_metrics'
+    out = tmp_path / 'report'
+    proc = spawn('adaqual_ros.ros.metrics_node',
+                 *_args(ns, f'report_dir:={out}', 'buffer_size:=100', 'plots:=false'))
+    probe = probe_factory(ns, 'adaqual_metrics')
+    pubs = {name: probe.publisher(f'{name}/detections', String)
+            for name in ('raw', 'restored', 'clean')}
+    for pub in pubs.values():
+        probe.wait_matched(pub, timeout=60.0)
+    rng = np.random.default_rng(3)
+    expected = {'raw': DetectionAccumulator(), 'restored': DetectionAccumulator()}
+    messages = []
+    for i in range(30):
+        stamp_ns = 1_700_000_000 * 10**9 + i * 50_000_000
+        xy = rng.uniform(0, 100, (4, 2))
+        ref_boxes = np.hstack([xy, xy + rng.uniform(10, 50, (4, 2))])
+        ref_classes = rng.choice([0, 2], 4)
+        # Distinct scores: AP sorts by confidence, and ties would make the order of images count.
+        ref = _fake(ref_boxes, [0.9, 0.8, 0.7, 0.1], ref_classes)  # the 0.1 box is not an object
+        restored = _fake(ref_boxes[:3] + rng.normal(0, 2, (3, 4)), rng.uniform(0.3, 1, 3),
+                         ref_classes[:3])
+        raw = _fake(ref_boxes[:1] + rng.normal(0, 6, (1, 4)), rng.uniform(0.3, 1, 1),
+                    ref_classes[:1])
+        bodies = {name: dets.to_dict() | {'stamp_ns': stamp_ns, 'published_ns': stamp_ns + 10**7}
+                  for name, dets in (('raw', raw), ('restored', restored), ('clean', ref))}
+        sent_ref = Detections.from_dict(bodies['clean'])  # what the node sees (JSON-rounded)
+        for name in ('raw', 'restored'):
+            expected[name].add_detections(Detections.from_dict(bodies[name]), sent_ref,
+                                          reference_conf=0.25)
+        messages += list(bodies.items())
+    # Arrival order differs per stream: pairing must go by stamp, not by position.
+    order = rng.permutation(len(messages))
+    for k in order:
+        name, body = messages[k]
+        pubs[name].publish(String(data=json.dumps(body)))
+    # Three stamps with no reference never pair.
+    for i in range(3):
+        pubs['raw'].publish(String(data=json.dumps(
+            _fake([[0, 0, 5, 5]], [0.5], [0]).to_dict() | {'stamp_ns': i + 1})))
+    probe.spin_for(2.0)
+    response = probe.call(Trigger, 'write_report', Trigger.Request(), timeout=60.0)
+    assert response.success, response.message
+    summary = json.loads(response.message)
+    assert summary['pairing']['paired'] == 30 and summary['pairing']['pending'] == 3
+    doc = json.loads((out / 'report.json').read_text())
+    for name, acc in expected.items():
+        want = acc.compute()
+        got = doc['results'][name]
+        assert got['images'] == 30 and got['instances'] == want['instances'] == 90
+        for key in ('precision', 'recall', 'mAP50', 'mAP50-95'):
+            assert got[key] == pytest.approx(want[key], abs=1e-9), (name, key)
+    assert doc['results']['restored']['mAP50'] > doc['results']['raw']['mAP50']
+    assert doc['latency_ms']['raw']['p50'] == pytest.approx(10.0)
+    assert '| restored | 30 | 90 |' in (out / 'report.md').read_text()
+    assert proc.poll() is None
+
+
+@pytest.mark.ros
+def test_player_publishes_weather_and_clean_frames_with_one_stamp(spawn, probe_factory, asset,
+                                                                 tmp_path):
+    import shutil
+
+    import cv2
+    from fixtures.restoration_probe import find_stamp, stamp_of
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import String
+
+    from adaqual_ros.io.video import read_image
+    from adaqual_ros.ros.conversions import imgmsg_to_cv2
+
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    names = ['foggy-001.jpg', 'foggy-004.jpg']
+    for name in names:
+        shutil.copy(asset(f'data/dawn_fog_dev/images/{name}'), folder / name)
+    ns = '/t_player'
+    probe = probe_factory(ns, 'adaqual_player')
+    degraded = probe.record('image_raw', Image)
+    clean = probe.record('clean/image_raw', Image)
+    infos = probe.record('camera_info', CameraInfo)
+    frames = probe.record('frame_info', String)
+    proc = spawn('adaqual_ros.ros.player_node',
+                 *_args(ns, f'source:={folder}', 'publish_rate:=2.0', 'condition:=haze',
+                        'severity:=0.7', 'width:=320', 'frame_id:=cam', 'loop:=true',
+                        'max_frames:=6'))
+    ends = lambda: [m for m in frames if json.loads(m.data).get('end')]  # noqa: E731
+    assert probe.spin_until(lambda: ends(), timeout=90.0), proc.log_path.read_text()[-2000:]
+    probe.spin_for(0.5)
+    # The first frames may go out before discovery has matched every topic; later ones must
+    # all arrive, degraded and clean with the same stamp. Two files, looped: 6 frames.
+    infos_json = [json.loads(m.data) for m in frames if not json.loads(m.data).get('end')]
+    assert json.loads(ends()[0].data)['frames'] == 6
+    late = [info for info in infos_json if info['sequence'] >= 3]
+    assert len(late) == 3 and {info['name'] for info in late} == set(names)
+    for info in late:
+        stamp = divmod(info['stamp_ns'], 10**9)
+        d, c = find_stamp(degraded, stamp), find_stamp(clean, stamp)
+        assert d is not None and c is not None and find_stamp(infos, stamp) is not None
+        assert d.header.frame_id == c.header.frame_id == 'cam'
+        assert (d.width, d.encoding) == (320, 'rgb8')
+        clean_rgb, hazy = imgmsg_to_cv2(c), imgmsg_to_cv2(d)
+        source = read_image(folder / info['name'])
+        assert clean_rgb.shape == (round(source.shape[0] * 320 / source.shape[1]), 320, 3)
+        want = cv2.resize(source, (320, clean_rgb.shape[0]), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(clean_rgb, want)
+        assert np.abs(hazy.astype(int) - clean_rgb).mean() > 5, 'no weather applied'
+        assert info['condition'] == 'haze' and stamp_of(d) == stamp
+
+
+@pytest.mark.ros
+def test_metrics_node_scores_against_label_files(spawn, probe_factory, tmp_path, asset):
+    import shutil
+
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from adaqual_ros.metrics.detection import DetectionAccumulator, load_yolo_labels
+
+    labels = tmp_path / 'labels'
+    labels.mkdir()
+    stems = ['foggy-004', 'foggy-018']  # 12 and 14 labelled objects
+    for stem in stems:
+        shutil.copy(asset(f'data/dawn_fog_dev/labels/{stem}.txt'), labels / f'{stem}.txt')
+    ns = '/t_metrics_labels'
+    out = tmp_path / 'report'
+    spawn('adaqual_ros.ros.metrics_node',
+          *_args(ns, f'report_dir:={out}', f'labels_dir:={labels}', "restored_topic:=''",
+                 'plots:=false'))
+    probe = probe_factory(ns, 'adaqual_metrics')
+    raw_pub = probe.publisher('raw/detections', String)
+    info_pub = probe.publisher('frame_info', String)
+    probe.wait_matched(raw_pub, timeout=60.0)
+    probe.wait_matched(info_pub, timeout=60.0)
+    size = (640, 1280)
+    expected = DetectionAccumulator()
+    for i, stem in enumerate(stems):
+        gt_boxes, gt_classes = load_yolo_labels(labels / f'{stem}.txt', size)
+        # A detector that finds the first two labelled objects, slightly off.
+        dets = _fake(gt_boxes[:2] + 3.0, [0.8 - 0.1 * i, 0.55 + 0.1 * i], gt_classes[:2], size)
+        expected.add(dets.boxes, dets.scores, dets.class_ids, gt_boxes, gt_classes)
+        stamp_ns = 2_000_000_000 + i
+        info_pub.publish(String(data=json.dumps({'stamp_ns': stamp_ns, 'index': i,
+                                                 'name': f'{stem}.jpg'})))
+        raw_pub.publish(String(data=json.dumps(dets.to_dict() | {'stamp_ns': stamp_ns})))
+    info_pub.publish(String(data=json.dumps({'end': True, 'frames': 2})))  # not a frame
+    raw_pub.publish(String(data='{"stamp_ns": 5, "detections": [{"bbox'))  # broken: counted
+    probe.spin_for(1.5)
+    response = probe.call(Trigger, 'write_report', Trigger.Request(), timeout=60.0)
+    assert response.success, response.message
+    pairing = json.loads(response.message)['pairing']
+    assert (pairing['paired'], pairing['bad_messages'], pairing['pending']) == (2, 1, 0)
+    got = json.loads((out / 'report.json').read_text())['results']
+    assert set(got) == {'raw'}
+    want = expected.compute()
+    assert got['raw']['images'] == 2 and got['raw']['instances'] == want['instances'] > 2
+    assert got['raw']['mAP50'] == pytest.approx(want['mAP50'], abs=1e-9)
+    assert 0.0 < got['raw']['recall'] < 1.0

@@ -1,0 +1,152 @@
+"""AdaQualUNet: size of the paper config, conditioning paths, padding, region-masked attention."""
+import math
+
+import pytest
+import torch
+
+from adaqual_ros.models import AdaQualUNet, build_model
+from adaqual_ros.models.blocks import RegionCrossAttention
+
+PAPER_PARAMS = 61.12e6
+
+
+def _inputs(b=2, h=70, w=90, cell=32, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gh, gw = math.ceil(h / cell), math.ceil(w / cell)
+    mask_l = torch.rand(b, gh * gw, 6, generator=g) > 0.3
+    mask_l[..., 0] = True
+    return {
+        'sample': torch.randn(b, 3, h, w, generator=g),
+        'timestep': torch.tensor([999, 499][:b]),
+        'condition': torch.rand(b, 3, h, w, generator=g),
+        'quality': torch.rand(b, 5, gh, gw, generator=g) * 2 - 1,
+        'cell': cell,
+        'global_embeds': torch.randn(b, 5, dim, generator=g),
+        'global_mask': torch.ones(b, 5, dtype=torch.bool),
+        'local_embeds': torch.randn(b, gh * gw, 6, dim, generator=g),
+        'local_mask': mask_l,
+    }
+
+
+def _perturbed_tiny(seed=0):
+    """Tiny model with its zero-initialised pieces randomised (as after some training)."""
+    torch.manual_seed(seed)
+    model = build_model('tiny')
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith('ending') or name.endswith(('beta', 'gamma')):
+                p.normal_(0, 0.3)
+    return model
+
+
+def test_paper_config_parameter_count():
+    with torch.device('meta'):
+        model = build_model('paper')
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - PAPER_PARAMS) / PAPER_PARAMS < 0.01, n
+
+
+def test_small_config_is_cpu_sized():
+    with torch.device('meta'):
+        model = build_model('small')
+    n = sum(p.numel() for p in model.parameters())
+    assert 0.4e6 < n < 1.0e6, n
+    assert model.config.unshuffle == 2
+
+
+def test_untrained_model_predicts_zero_residual_any_size():
+    torch.manual_seed(0)
+    model = build_model('tiny').eval()
+    for h, w in ((70, 90), (33, 47), (64, 64)):
+        kw = _inputs(h=h, w=w)
+        with torch.no_grad():
+            out = model(**kw).sample
+        assert out.shape == (2, 3, h, w)
+        assert torch.count_nonzero(out) == 0
+
+
+def test_forward_checks_conditioning():
+    model = build_model('tiny')
+    kw = _inputs()
+    missing = dict(kw, local_embeds=None)
+    with pytest.raises(ValueError, match='prompts'):
+        model(**missing)
+    with pytest.raises(ValueError, match='quality'):
+        model(**dict(kw, quality=kw['quality'][:, :, :1]))
+    no_prompts = build_model('tiny', use_prompts=False)
+    with pytest.raises(ValueError, match='use_prompts=False'):
+        no_prompts(**kw)
+    with pytest.raises(ValueError, match='same length'):
+        AdaQualUNet(enc_blocks=(1, 1), dec_blocks=(1,))
+
+
+def test_prompts_and_quality_change_the_output():
+    model = _perturbed_tiny().eval()
+    kw = _inputs()
+    with torch.no_grad():
+        base = model(**kw).sample
+        other_local = model(**dict(kw, local_embeds=torch.flip(kw['local_embeds'], [1]))).sample
+        other_global = model(**dict(kw, global_embeds=-kw['global_embeds'])).sample
+        other_quality = model(**dict(kw, quality=-kw['quality'])).sample
+        again = model(**kw).sample
+    assert torch.equal(base, again)
+    for changed in (other_local, other_global, other_quality):
+        assert (changed - base).abs().mean() > 1e-4
+
+
+def test_gradient_reaches_every_parameter():
+    model = _perturbed_tiny(1)
+    out = model(**_inputs()).sample
+    out.square().mean().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert dead == []
+
+
+def test_region_attention_matches_naive_per_position():
+    torch.manual_seed(0)
+    attn = RegionCrossAttention(8, 6, heads=2)
+    torch.nn.init.normal_(attn.proj_out.weight)
+    b, factor, cell, h, w = 2, 4, 16, 11, 9
+    gh, gw = math.ceil(h * factor / cell), math.ceil(w * factor / cell)
+    x = torch.randn(b, 8, h, w)
+    ge, gm = torch.randn(b, 3, 6), torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    le = torch.randn(b, gh * gw, 4, 6)
+    lm = torch.rand(b, gh * gw, 4) > 0.3
+    lm[..., 0] = True
+    with torch.no_grad():
+        out = attn(x, factor, cell, (gh, gw), ge, gm, le, lm)
+        q_all = attn.to_q(attn.norm(x))
+        ref = torch.zeros_like(x)
+        for bi in range(b):
+            for i in range(h):
+                for j in range(w):
+                    ci = (i * factor // cell) * gw + j * factor // cell
+                    ctx = torch.cat([ge[bi] + attn.global_tag, le[bi, ci] + attn.local_tag])
+                    mask = torch.cat([gm[bi], lm[bi, ci]])
+                    k, v = attn.to_k(ctx).view(-1, 2, 4), attn.to_v(ctx).view(-1, 2, 4)
+                    q = q_all[bi, :, i, j].view(2, 4)
+                    heads = []
+                    for hd in range(2):
+                        logits = k[:, hd] @ q[hd] / 2.0
+                        logits[~mask] = -float('inf')
+                        heads.append(torch.softmax(logits, 0) @ v[:, hd])
+                    ref[bi, :, i, j] = torch.cat(heads)
+        ref = x + attn.proj_out(ref)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_region_attention_is_local_to_its_cell():
+    torch.manual_seed(0)
+    attn = RegionCrossAttention(8, 6, heads=1)
+    x = torch.randn(1, 8, 8, 8)
+    ge, gm = torch.randn(1, 2, 6), torch.ones(1, 2, dtype=torch.bool)
+    le, lm = torch.randn(1, 4, 3, 6), torch.ones(1, 4, 3, dtype=torch.bool)
+    le2 = le.clone()
+    le2[0, 3] += 5.0  # change only the bottom-right cell's prompt
+    with torch.no_grad():
+        diff = (attn(x, 2, 8, (2, 2), ge, gm, le2, lm)
+                - attn(x, 2, 8, (2, 2), ge, gm, le, lm)).abs().sum(1)[0]
+    assert diff[4:, 4:].min() > 0
+    assert diff[:4].max() == 0 and diff[:, :4].max() == 0
+    with pytest.raises(ValueError, match='multiple'):
+        attn(x, 3, 8, (2, 2), ge, gm, le, lm)

@@ -1,0 +1,135 @@
+"""Quality estimators: shapes and ranges for odd sizes, registry, errors, learned vs classical."""
+import numpy as np
+import pytest
+
+from adaqual_ros.quality import DEGRADATION_TYPES, ESTIMATORS, build_estimator, grid_shape
+from adaqual_ros.quality.deqa import DeQAConfigError
+from adaqual_ros.quality.grid import cell_mean
+from adaqual_ros.quality.learned import LearnedQualityEstimator, default_checkpoint_path
+
+ODD_SIZES = [(1, 1), (37, 70), (65, 129), (321, 481), (480, 640)]
+
+
+def _check_map(qmap, h, w, cell):
+    assert qmap.image_size == (h, w) and qmap.cell == cell
+    assert qmap.scores.shape == grid_shape(h, w, cell)
+    assert qmap.type_probs.shape == grid_shape(h, w, cell) + (len(DEGRADATION_TYPES),)
+    assert qmap.scores.dtype == np.float32
+    assert np.isfinite(qmap.scores).all() and np.isfinite(qmap.type_probs).all()
+    assert qmap.scores.min() >= 1.0 and qmap.scores.max() <= 5.0
+    assert qmap.type_probs.min() >= 0.0 and qmap.type_probs.max() <= 1.0
+
+
+@pytest.fixture(scope='module')
+def learned():
+    if not (default_checkpoint_path() / 'config.json').is_file():
+        pytest.fail(f'shipped learned-estimator weights missing in {default_checkpoint_path()}')
+    return build_estimator('learned')
+
+
+@pytest.fixture(scope='module')
+def val_image(assets):
+    from adaqual_ros.quality.data import heldout_files, read_rgb
+    return read_rgb(heldout_files(assets)[3])
+
+
+def test_cell_mean_partial_cells_match_brute_force():
+    rng = np.random.default_rng(0)
+    values = rng.random((70, 45, 2)).astype(np.float32)
+    out = cell_mean(values, 32)
+    assert out.shape == (3, 2, 2)
+    for gy in range(3):
+        for gx in range(2):
+            block = values[gy * 32:(gy + 1) * 32, gx * 32:(gx + 1) * 32]
+            np.testing.assert_allclose(out[gy, gx], block.mean(axis=(0, 1)), rtol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['classical', 'learned'])
+@pytest.mark.parametrize('h,w', ODD_SIZES)
+def test_scores_in_range_and_shape_for_odd_sizes(name, h, w, request):
+    est = request.getfixturevalue('learned') if name == 'learned' else build_estimator('classical')
+    rng = np.random.default_rng(h * 1000 + w)
+    frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    _check_map(est.estimate(frame), h, w, 64)
+
+
+def test_other_cell_sizes(learned):
+    frame = np.full((100, 150, 3), 128, np.uint8)
+    _check_map(build_estimator('classical', cell=20).estimate(frame), 100, 150, 20)
+    est = build_estimator('learned', cell=128)
+    _check_map(est.estimate(frame), 100, 150, 128)
+    est.cell = 32
+    _check_map(est.estimate(frame), 100, 150, 32)
+    with pytest.raises(ValueError, match='multiple of 32'):
+        est.cell = 48
+
+
+def test_batch_matches_single_and_mixed_sizes(learned, val_image):
+    small = val_image[:100, :130].copy()
+    maps = learned.estimate_batch([val_image, small, val_image])
+    single = learned.estimate(val_image)
+    np.testing.assert_allclose(maps[0].scores, single.scores, atol=1e-4)
+    np.testing.assert_allclose(maps[2].type_probs, single.type_probs, atol=1e-4)
+    assert maps[1].scores.shape == (2, 3)
+
+
+def test_degradations_lower_the_score_and_name_their_type(val_image, learned):
+    from adaqual_ros.weather import synthesize
+
+    for est in (build_estimator('classical'), learned):
+        clean = est.estimate(val_image).scores.mean()
+        for condition, type_name in (('low', 'low_light'), ('haze', 'haze')):
+            sample = synthesize(val_image, condition, 7, severity=0.8, variation=0.0)
+            qmap = est.estimate(sample.degraded)
+            assert qmap.scores.mean() < clean - 0.3, (est.name, condition)
+            dominant = qmap.type_probs.mean(axis=(0, 1)).argmax()
+            assert DEGRADATION_TYPES[dominant] == type_name, (est.name, condition)
+
+
+def test_learned_save_load_round_trip(tmp_path, val_image):
+    model = LearnedQualityEstimator(widths=(8, 8, 8))
+    model.save_pretrained(str(tmp_path))
+    loaded = build_estimator('learned', path=str(tmp_path))
+    np.testing.assert_allclose(loaded.estimate(val_image).scores,
+                               model.eval().estimate(val_image).scores, atol=1e-5)
+    assert loaded.config.widths == [8, 8, 8] or tuple(loaded.config.widths) == (8, 8, 8)
+
+
+def test_shipped_checkpoint_is_small_safetensors():
+    folder = default_checkpoint_path()
+    weights = folder / 'diffusion_pytorch_model.safetensors'
+    assert weights.is_file() and weights.stat().st_size < 5 * 1024 * 1024
+    assert (folder / 'TRAINING.md').is_file()
+
+
+def test_registry_and_errors(tmp_path):
+    assert set(ESTIMATORS) == {'learned', 'classical', 'deqa'}
+    with pytest.raises(ValueError, match='valid names'):
+        build_estimator('nope')
+    with pytest.raises(ValueError, match='no weights'):
+        build_estimator('classical', path='/some/where')
+    with pytest.raises(FileNotFoundError, match='no learned quality estimator weights'):
+        build_estimator('learned', path=str(tmp_path))
+    with pytest.raises(DeQAConfigError, match='local DeQA-Score folder'):
+        build_estimator('deqa')
+    with pytest.raises(DeQAConfigError, match='config.json missing'):
+        build_estimator('deqa', path=str(tmp_path))
+    with pytest.raises(ValueError, match='cell'):
+        build_estimator('classical', cell=0)
+
+
+@pytest.mark.parametrize('bad', [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32),
+                                 np.zeros((8, 8, 4), np.uint8), [[1, 2, 3]]])
+def test_bad_frames_raise(bad):
+    with pytest.raises((ValueError, TypeError)):
+        build_estimator('classical').estimate(bad)
+
+
+def test_learned_beats_classical_on_heldout(assets, learned):
+    from adaqual_ros.quality.evaluation import evaluate_heldout
+
+    results = evaluate_heldout({'learned': learned, 'classical': build_estimator('classical')},
+                               assets, n_images=4, seed=0)
+    assert results['learned']['spearman'] > results['classical']['spearman'] + 0.02, results
+    assert results['learned']['mae'] < results['classical']['mae']
+    assert results['learned']['spearman'] > 0.8

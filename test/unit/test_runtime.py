@@ -1,0 +1,373 @@
+"""Restorer runtime: formats, skipping clean regions, tiling, devices, backends, updates."""
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from adaqual_ros.quality.types import DEGRADATION_TYPES, QualityMap, grid_shape
+from adaqual_ros.runtime import (
+    InvalidFrameError,
+    RestorationError,
+    Restorer,
+    RestorerSettings,
+    build_backend,
+)
+from adaqual_ros.runtime.device import plan_device, resolve_device
+
+CELL = 64
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _few_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def random_pipeline(seed=0):
+    """A tiny pipeline whose zero-initialised output layers are randomised (so it does work)."""
+    from adaqual_ros.pipelines import AdaQualPipeline
+
+    pipe = AdaQualPipeline.from_components_config('tiny')
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in pipe.unet.parameters():
+            if not param.abs().sum():
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    return pipe
+
+
+@pytest.fixture(scope='module')
+def pipe():
+    return random_pipeline()
+
+
+def scene(h, w, seed=0):
+    """A smooth synthetic scene with edges (uint8 RGB)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([0.5 + 0.4 * np.sin(xx / 9.0 + c) * np.cos(yy / 13.0 - c) for c in range(3)], 2)
+    img[h // 3: 2 * h // 3, w // 4: w // 2] = [0.9, 0.2, 0.1]
+    img += rng.normal(0, 0.02, img.shape)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def haze(rgb, t=0.4, airlight=0.85):
+    f = rgb.astype(np.float32) / 255.0
+    return ((f * t + airlight * (1 - t)) * 255 + 0.5).astype(np.uint8)
+
+
+def qmap_for(h, w, degraded=None, score=2.0, kind='haze'):
+    """A QualityMap: `degraded` (grid bool) cells at `score` with type `kind`, others clean (5)."""
+    gh, gw = grid_shape(h, w, CELL)
+    degraded = np.ones((gh, gw), bool) if degraded is None else degraded
+    scores = np.where(degraded, score, 5.0).astype(np.float32)
+    probs = np.zeros((gh, gw, 4), np.float32)
+    probs[..., DEGRADATION_TYPES.index(kind)] = degraded
+    return QualityMap(scores, probs, CELL, (h, w))
+
+
+def settings(**kw):
+    kw.setdefault('quality_backend', 'classical')
+    kw.setdefault('device', 'cpu')
+    return RestorerSettings(**kw)
+
+
+# -- formats --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('backend', ['passthrough', 'classical', 'adaqual'])
+@pytest.mark.parametrize('h,w', [(37, 53), (131, 97)])
+def test_shape_dtype_order_preserved_for_odd_sizes(pipe, backend, h, w):
+    restorer = Restorer(settings(backend=backend), pipeline=pipe)
+    rgb = haze(scene(h, w))
+    qmap = qmap_for(h, w)
+    cases = [
+        (rgb, 'rgb'), (rgb[..., ::-1].copy(), 'bgr'),
+        (np.dstack([rgb, np.full((h, w), 200, np.uint8)]), 'rgb'),
+        (rgb[..., 1].copy(), 'mono'), (rgb[..., 1:2].copy(), 'mono'),
+        (rgb.astype(np.uint16) * 257, 'rgb'), (rgb.astype(np.float32) / 255.0, 'bgr'),
+    ]
+    for frame, order in cases:
+        result = restorer.restore(frame, 'cam', order, quality_map=qmap)
+        assert result.image.shape == frame.shape and result.image.dtype == frame.dtype
+        assert result.backend == backend
+        if frame.shape[-1:] == (4,):
+            assert np.array_equal(result.image[..., 3], frame[..., 3])  # alpha passes through
+        if backend == 'passthrough':
+            assert np.array_equal(result.image, frame)
+        else:
+            assert not np.array_equal(result.image, frame), (order, frame.dtype)
+
+
+@pytest.mark.parametrize('backend', ['classical', 'adaqual'])
+def test_bgr_result_is_rgb_result_flipped(pipe, backend):
+    rgb = haze(scene(96, 160))
+    qmap = qmap_for(96, 160)
+    a = Restorer(settings(backend=backend), pipeline=pipe).restore(rgb, 's', 'rgb', qmap).image
+    b = Restorer(settings(backend=backend), pipeline=pipe).restore(
+        rgb[..., ::-1].copy(), 's', 'bgr', qmap).image
+    assert np.array_equal(a, b[..., ::-1])
+
+
+def test_uint16_and_float_agree_with_uint8(pipe):
+    rgb = haze(scene(64, 128))
+    qmap = qmap_for(64, 128)
+    restorer = Restorer(settings(backend='classical'))
+    r8 = restorer.restore(rgb, quality_map=qmap).image.astype(np.float32) / 255
+    r16 = restorer.restore(rgb.astype(np.uint16) * 257, quality_map=qmap).image / 65535.0
+    rf = restorer.restore(rgb.astype(np.float32) / 255, quality_map=qmap).image
+    assert np.abs(r8 - r16).max() <= 1.5 / 255 and np.abs(r8 - rf).max() <= 1.5 / 255
+
+
+def test_bad_frames_raise_clear_errors():
+    restorer = Restorer(settings(backend='passthrough'))
+    bad = [
+        (np.zeros((8, 8, 3), np.int32), 'rgb', 'dtype'),
+        (np.zeros((8, 8, 2), np.uint8), 'rgb', 'HxWxC'),
+        (np.zeros((8, 8, 3), np.uint8), 'mono', 'channel'),
+        (np.zeros((8, 8), np.uint8), 'rgb', 'channel'),
+        (np.zeros((8, 8, 3), np.uint8), 'yuv', 'color_order'),
+        (np.full((8, 8, 3), np.nan, np.float32), 'rgb', 'NaN'),
+        ([[1, 2]], 'rgb', 'numpy'),
+    ]
+    for frame, order, word in bad:
+        with pytest.raises(InvalidFrameError, match=word):
+            restorer.restore(frame, color_order=order)
+    assert issubclass(InvalidFrameError, ValueError)
+
+
+# -- compute follows degradation ---------------------------------------------------------------
+
+
+class CountingPipeline:
+    """Wraps a pipeline and counts network calls (a real pipeline still does the work)."""
+
+    def __init__(self, pipe):
+        self._pipe = pipe
+        self.calls = 0
+        self.pixels = 0
+
+    def __call__(self, image, **kwargs):
+        self.calls += 1
+        self.pixels += image.shape[0] * image.shape[2] * image.shape[3]
+        return self._pipe(image, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.uint16, np.float32])
+def test_fully_clean_frame_is_bit_identical_and_skips_the_network(pipe, dtype):
+    restorer = Restorer(settings(backend='adaqual'), pipeline=pipe)
+    counting = CountingPipeline(restorer._runtime.backend.pipeline)
+    restorer._runtime.backend.pipeline = counting
+    frame = scene(100, 150)
+    frame = {np.uint8: frame, np.uint16: frame.astype(np.uint16) * 257 + 3,
+             np.float32: frame.astype(np.float32) / 255.0 - 0.01}[dtype]  # float may leave [0,1]
+    result = restorer.restore(frame, quality_map=qmap_for(100, 150, degraded=np.zeros((2, 3))))
+    assert result.image.dtype == frame.dtype and np.array_equal(result.image, frame)
+    assert result.image is not frame
+    assert result.skipped_fraction == 1.0 and result.windows == 0 and counting.calls == 0
+    assert result.timings['model'] == 0.0
+
+
+def test_clean_cells_untouched_and_only_degraded_tiles_run(pipe):
+    h, w = 192, 320
+    degraded = np.zeros(grid_shape(h, w, CELL), bool)
+    degraded[:, 3:] = True  # right 2 of 5 columns
+    frame = haze(scene(h, w))
+    for merge, windows in ((True, 1), (False, 4)):
+        restorer = Restorer(settings(backend='adaqual', tile_size=128, merge_tiles=merge),
+                            pipeline=pipe)
+        counting = CountingPipeline(restorer._runtime.backend.pipeline)
+        restorer._runtime.backend.pipeline = counting
+        result = restorer.restore(frame, quality_map=qmap_for(h, w, degraded))
+        assert np.array_equal(result.image[:, :192], frame[:, :192])
+        assert not np.array_equal(result.image[:, 192:], frame[:, 192:])
+        assert result.skipped_fraction == pytest.approx(3 / 5)
+        assert result.windows == windows
+        assert result.timings['model'] > 0 and result.prompts is not None
+        if merge:
+            assert counting.pixels == h * 128  # exactly the degraded columns
+
+
+def test_skip_border_is_soft(pipe):
+    h, w = 64, 256
+    degraded = np.array([[False, False, True, True]])
+    restorer = Restorer(settings(backend='classical', blend_ramp=16))
+    frame = haze(scene(h, w), t=0.3)
+    part = restorer.restore(frame, quality_map=qmap_for(h, w, degraded)).image.astype(np.float32)
+    change = np.abs(part - frame).mean(axis=(0, 2))
+    assert change[:128].max() == 0  # clean side bit-identical
+    # Inside the degraded side the change ramps up over the blend width.
+    assert change[128] < change[136] < change[150] and change[128] < 0.2 * change[200]
+
+
+def test_tiled_and_untiled_agree(pipe):
+    h, w = 192, 256
+    frame = haze(scene(h, w, seed=3))
+    qmap = qmap_for(h, w)
+    untiled = Restorer(settings(backend='adaqual', tile_size=0), pipeline=pipe)
+    tiled = Restorer(settings(backend='adaqual', tile_size=128, tile_overlap=64,
+                              merge_tiles=False), pipeline=pipe)
+    a = untiled.restore(frame, 'cam', quality_map=qmap)
+    b = tiled.restore(frame, 'cam', quality_map=qmap)
+    assert a.windows == 1 and b.windows == 4
+    diff = np.abs(a.image.astype(np.float32) - b.image.astype(np.float32))
+    change = np.abs(a.image.astype(np.float32) - frame).mean()
+    assert change > 2.0  # the network really changes the frame
+    assert diff.mean() < 0.1 * change and np.percentile(diff, 99) <= 6
+
+
+def test_start_noise_fixed_per_stream(pipe):
+    frame = haze(scene(64, 128))
+    qmap = qmap_for(64, 128)
+    restorer = Restorer(settings(backend='adaqual', seed=5), pipeline=pipe)
+    first = restorer.restore(frame, 'left', quality_map=qmap).image
+    other = restorer.restore(frame, 'right', quality_map=qmap).image
+    again = restorer.restore(frame, 'left', quality_map=qmap).image
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+# -- quality estimation and cache ----------------------------------------------------------
+
+
+def test_quality_comes_through_the_per_stream_cache():
+    frame = haze(scene(128, 192))
+    restorer = Restorer(settings(backend='classical'))
+    first = restorer.restore(frame, 'a')
+    second = restorer.restore(frame, 'a')
+    other = restorer.restore(frame, 'b')
+    assert first.cache_hit is False and second.cache_hit is True and other.cache_hit is False
+    assert first.quality_map.image_size == (128, 192)
+    stats = restorer.stats()
+    assert stats['frames'] == 3 and stats['cache_lookups'] == 3
+    off = Restorer(settings(backend='classical', cache=RestorerSettings().cache.__class__(
+        enabled=False)))
+    assert off.restore(frame).cache_hit is None
+
+
+# -- devices, backends, errors -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the fallback on a CPU-only machine')
+def test_cuda_request_falls_back_to_cpu_with_a_warning(pipe):
+    with pytest.warns(RuntimeWarning, match='CUDA is not available'):
+        assert resolve_device('cuda') == torch.device('cpu')
+    with pytest.warns(RuntimeWarning, match='CUDA'):
+        plan = plan_device('cuda:0', half=True)
+    assert plan.dtype == torch.float32  # no fp16 on CPU
+    with pytest.warns(RuntimeWarning, match='CUDA'):
+        restorer = Restorer(settings(backend='adaqual', device='cuda'), pipeline=pipe)
+    result = restorer.restore(haze(scene(64, 64)), quality_map=qmap_for(64, 64))
+    assert result.backend == 'adaqual' and restorer.stats()['device'] == 'cpu'
+
+
+def test_auto_device_and_bad_device_names():
+    expected = 'cuda' if torch.cuda.is_available() else 'cpu'
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert resolve_device('auto').type == expected
+    with pytest.raises(ValueError, match='unknown device'):
+        resolve_device('tpu')
+
+
+def test_build_backend_by_name_and_unknown_names(pipe):
+    assert build_backend('classical').name == 'classical'
+    assert build_backend('passthrough').name == 'passthrough'
+    assert build_backend('adaqual', settings(), pipeline=pipe).name == 'adaqual'
+    with pytest.raises(ValueError, match=r"names: \['adaqual', 'classical', 'passthrough'\]"):
+        build_backend('magic')
+    with pytest.raises(ValueError, match='unknown backend'):
+        Restorer(settings(backend='magic'))
+
+
+def test_backend_failure_raises_restoration_error(pipe):
+    restorer = Restorer(settings(backend='adaqual'), pipeline=pipe)
+    frame = haze(scene(64, 64))
+    wrong_cell = QualityMap(np.full((2, 2), 2.0), np.zeros((2, 2, 4)), 32, (64, 64))
+    with pytest.raises(RestorationError, match='cell'):
+        restorer.restore(frame, quality_map=wrong_cell)
+    assert restorer.stats()['errors'] == 1
+    with pytest.raises(RestorationError, match='quality map is for'):
+        restorer.restore(frame, quality_map=qmap_for(64, 128))
+    with pytest.raises(InvalidFrameError, match='QualityMap'):
+        restorer.restore(frame, quality_map=np.ones((1, 1)))
+
+
+def test_missing_checkpoint_falls_back_to_classical_or_raises(tmp_path):
+    missing = str(tmp_path / 'nothing')
+    with pytest.warns(RuntimeWarning, match='using classical'):
+        restorer = Restorer(settings(backend='adaqual', model_path=missing))
+    assert restorer.backend_name == 'classical'
+    assert 'adaqual backend unavailable' in restorer.stats()['note']
+    with pytest.raises(RestorationError, match='adaqual'):
+        Restorer(settings(backend='adaqual', model_path=missing, fallback_to_classical=False))
+
+
+# -- live updates --------------------------------------------------------------------------------
+
+
+def test_update_swaps_light_settings_at_once():
+    restorer = Restorer(settings(backend='classical'))
+    frame = haze(scene(64, 128))
+    qmap = qmap_for(64, 128)
+    assert restorer.restore(frame, quality_map=qmap).windows == 1
+    restorer.update(restorer.settings.with_changes(skip_threshold=1.5))
+    assert restorer.restore(frame, quality_map=qmap).windows == 0  # score 2 is now "clean"
+    with pytest.raises(ValueError, match='skip_threshold'):
+        restorer.update(restorer.settings.with_changes(skip_threshold=9.0))
+
+
+def test_new_checkpoint_loads_off_the_callers_thread(pipe, tmp_path):
+    pipe.save_pretrained(str(tmp_path / 'ckpt'))
+    restorer = Restorer(settings(backend='classical'))
+    frame = haze(scene(64, 128))
+    qmap = qmap_for(64, 128)
+    start = time.perf_counter()
+    restorer.update(restorer.settings.with_changes(backend='adaqual',
+                                                   model_path=str(tmp_path / 'ckpt')))
+    returned_s = time.perf_counter() - start
+    during = restorer.restore(frame, quality_map=qmap)  # keeps working while it loads
+    assert during.backend in ('classical', 'adaqual')
+    assert restorer.wait_for_update(timeout=120)
+    after = restorer.restore(frame, quality_map=qmap)
+    assert after.backend == 'adaqual' and restorer.stats()['updates'] == 1
+    assert restorer.active_settings.model_path == str(tmp_path / 'ckpt')
+    assert returned_s < 1.0
+    # A light change made while a checkpoint loads is kept when the load lands.
+    restorer.update(restorer.settings.with_changes(backend='classical'), wait=True)
+    restorer.update(restorer.settings.with_changes(backend='adaqual'))
+    restorer.update(restorer.settings.with_changes(skip_threshold=1.5))
+    assert restorer.active_settings.skip_threshold == 1.5  # at once, on the running backend
+    assert restorer.active_settings.backend == 'classical'
+    assert restorer.wait_for_update(timeout=120)
+    assert restorer.backend_name == 'adaqual' and restorer.active_settings.skip_threshold == 1.5
+    restorer.update(restorer.settings.with_changes(skip_threshold=4.0))
+    # A failed load keeps the running backend and says why.
+    restorer.update(restorer.settings.with_changes(model_path=str(tmp_path / 'missing'),
+                                                   fallback_to_classical=False))
+    assert restorer.wait_for_update(timeout=60)
+    assert restorer.restore(frame, quality_map=qmap).backend == 'adaqual'
+    stats = restorer.stats()
+    assert stats['failed_updates'] == 1 and 'missing' in stats['last_error']
+
+
+def test_shipped_checkpoint_restores_any_size():
+    from adaqual_ros.pipelines import default_pipeline_path
+
+    if not (default_pipeline_path() / 'model_index.json').is_file():
+        pytest.skip('no shipped adaqual_small checkpoint yet')
+    restorer = Restorer(settings(backend='adaqual', fallback_to_classical=False))
+    assert restorer.backend_name == 'adaqual'
+    frame = haze(scene(75, 133), t=0.5)
+    result = restorer.restore(frame[..., ::-1].copy(), 'ship', 'bgr',
+                              quality_map=qmap_for(75, 133))
+    assert result.image.shape == frame.shape and result.image.dtype == np.uint8
+    assert result.prompts is not None and 'haze' in result.prompts.global_prompt.lower()
+    assert not np.array_equal(result.image, frame[..., ::-1])

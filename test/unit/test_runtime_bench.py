@@ -1,0 +1,48 @@
+"""`adaqual bench`: the JSON contract scripts read, on a quick run."""
+import argparse
+import json
+
+import pytest
+
+from adaqual_ros.cli import bench
+
+
+def _args(tmp_path, **kw):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    argv = ['--out', str(tmp_path), '--frames', '2', '--warmup', '1', '--resolutions', '160x128',
+            '--backends', 'adaqual,classical,passthrough', '--model-config', 'tiny',
+            '--quality-backend', 'classical', '--threads', '1', '--device', 'cpu']
+    for key, value in kw.items():
+        argv += [f'--{key}', str(value)]
+    return parser.parse_args(argv)
+
+
+def test_bench_writes_the_contract_json(tmp_path, capsys):
+    assert bench.run(_args(tmp_path)) == 0
+    report = json.loads((tmp_path / 'bench.json').read_text())
+    keys = {(r['resolution'], r['backend'], r['stream']) for r in report['records']}
+    assert keys == {('160x128', b, s) for b in ('adaqual', 'classical', 'passthrough')
+                    for s in ('degraded', 'clean')}
+    for rec in report['records']:
+        assert rec['fps'] > 0 and rec['ms_per_frame'] > 0
+        assert set(rec['ms_by_stage']) >= {'quality', 'prompts', 'model', 'blend'}
+        assert rec['peak_memory']['process_max_rss_mb'] > 0
+        assert rec['backend_used'] == rec['backend']
+    ratios = report['ratios']
+    assert set(ratios) >= {'clean_over_degraded', 'adaptive_speedup', 'cache_speedup'}
+    assert all(ratios[k] > 0 for k in ('clean_over_degraded', 'adaptive_speedup',
+                                       'cache_speedup'))
+    assert ratios['backend'] == 'adaqual'
+    assert 'untrained' in report['model']
+    out = capsys.readouterr().out
+    assert 'ms/frame' in out and 'bench.json' in out
+
+
+def test_bench_rejects_bad_lists(tmp_path, capsys):
+    assert bench.run(_args(tmp_path, resolutions='640by480')) == 2
+    assert bench.run(_args(tmp_path, backends='adaqual,magic')) == 2
+    err = capsys.readouterr().err
+    assert '640by480' in err and 'magic' in err
+    with pytest.raises(ValueError, match='WxH'):
+        bench.parse_resolutions('0x480')

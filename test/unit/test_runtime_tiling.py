@@ -1,0 +1,167 @@
+"""Tile planning, seamless blending, skip ramps and the classical restorer."""
+import cv2
+import numpy as np
+import pytest
+
+from adaqual_ros.metrics.image import psnr
+from adaqual_ros.quality.types import DEGRADATION_TYPES, QualityMap, grid_shape
+from adaqual_ros.runtime import classical_restore
+from adaqual_ros.runtime.classical import guided_filter
+from adaqual_ros.runtime.tiling import plan_windows, run_windows, skip_alpha
+
+CELL = 64
+
+
+def covered_cells(windows, shape):
+    mask = np.zeros(shape, bool)
+    for w in windows:
+        cy, cx, ch, cw = w.core
+        mask[cy // CELL:-(-(cy + ch) // CELL), cx // CELL:-(-(cx + cw) // CELL)] = True
+    return mask
+
+
+def test_no_degraded_cell_means_no_window():
+    assert plan_windows(np.zeros((3, 4), bool), (180, 250), CELL) == []
+
+
+def test_fully_degraded_frame_is_one_window_when_merged():
+    windows = plan_windows(np.ones((8, 10), bool), (480, 640), CELL, tile_size=256)
+    assert [(w.y0, w.x0, w.h, w.w) for w in windows] == [(0, 0, 480, 640)]
+    split = plan_windows(np.ones((8, 10), bool), (480, 640), CELL, tile_size=256, merge=False)
+    assert len(split) == 6
+
+
+@pytest.mark.parametrize('seed', range(5))
+@pytest.mark.parametrize('merge', [True, False])
+def test_windows_cover_degraded_cells_and_stay_cell_aligned(seed, merge):
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(65, 700)), int(rng.integers(65, 700))
+    degraded = rng.random(grid_shape(h, w, CELL)) < 0.3
+    windows = plan_windows(degraded, (h, w), CELL, tile_size=128, overlap=64, merge=merge)
+    cover = covered_cells(windows, degraded.shape)
+    assert (cover >= degraded).all()
+    cores = np.zeros((h, w), int)
+    for win in windows:
+        assert win.y0 % CELL == 0 and win.x0 % CELL == 0
+        assert 0 < win.h and 0 < win.w and win.y0 + win.h <= h and win.x0 + win.w <= w
+        cy, cx, ch, cw = win.core
+        cores[cy:cy + ch, cx:cx + cw] += 1
+        # Margins only towards other windows, never into a clean-only area for no reason.
+        assert all(m in (0, 64) or m < 64 for m in win.margins)
+    assert cores.max() == 1  # cores never overlap
+
+
+def test_half_clean_frame_runs_half_the_pixels():
+    degraded = np.zeros((8, 10), bool)
+    degraded[:, 5:] = True
+    windows = plan_windows(degraded, (480, 640), CELL, tile_size=256, overlap=64)
+    assert sum(w.area for w in windows) == 480 * 320
+
+
+def test_margins_grow_only_into_touching_windows():
+    degraded = np.zeros((2, 6), bool)
+    degraded[:, :2] = True
+    degraded[:, 4:] = True  # two separate groups
+    windows = plan_windows(degraded, (128, 384), CELL, tile_size=128, overlap=64, merge=False)
+    assert all(w.margins == (0, 0, 0, 0) for w in windows)
+    degraded[:, 2:4] = True
+    windows = plan_windows(degraded, (128, 384), CELL, tile_size=128, overlap=64, merge=False)
+    middle = [w for w in windows if w.core[1] == 128][0]
+    assert middle.margins == (0, 0, 64, 64)
+
+
+def test_bad_tile_settings_raise():
+    with pytest.raises(ValueError, match='multiple of the cell'):
+        plan_windows(np.ones((2, 2), bool), (128, 128), CELL, tile_size=100)
+    with pytest.raises(ValueError, match='does not match grid'):
+        plan_windows(np.ones((3, 3), bool), (128, 128), CELL)
+
+
+def test_tiled_blend_matches_whole_frame_for_a_local_operator():
+    rng = np.random.default_rng(0)
+    image = rng.random((300, 420, 3)).astype(np.float32)
+
+    def blur(_, batch):
+        return np.stack([cv2.GaussianBlur(b, (7, 7), 0, borderType=cv2.BORDER_REFLECT)
+                         for b in batch])
+
+    whole = blur(None, image[None])[0]
+    degraded = np.ones(grid_shape(300, 420, CELL), bool)
+    windows = plan_windows(degraded, (300, 420), CELL, tile_size=128, overlap=64, merge=False)
+    assert len(windows) > 4
+    calls = []
+    tiled = run_windows(image, windows, lambda ws, b: calls.append(len(ws)) or blur(ws, b),
+                        batch_size=3)
+    assert max(calls) <= 3 and sum(calls) == len(windows)
+    # Seams fall inside 64-pixel overlaps, far wider than the 7x7 kernel: no seam at all.
+    assert np.abs(tiled - whole).max() < 1e-5
+
+
+def test_run_windows_leaves_uncovered_pixels_alone():
+    image = np.random.default_rng(1).random((128, 256, 3)).astype(np.float32)
+    degraded = np.array([[True, False, False, False], [False, False, False, False]])
+    windows = plan_windows(degraded, (128, 256), CELL)
+    out = run_windows(image, windows, lambda ws, b: 1.0 - b)
+    assert np.array_equal(out[64:], image[64:]) and np.array_equal(out[:, 64:], image[:, 64:])
+    assert np.allclose(out[:64, :64], 1.0 - image[:64, :64])
+
+
+def test_skip_alpha_is_zero_on_clean_cells_and_ramps_inside_degraded_ones():
+    degraded = np.array([[False, True, True]])
+    alpha = skip_alpha(degraded, (64, 150), CELL, ramp=16)
+    assert alpha[:, :64].max() == 0
+    assert 0 < alpha[0, 64] < 0.2 and alpha[0, 72] < alpha[0, 79] < 1.0
+    assert np.all(alpha[:, 81:] == 1.0)  # frame edges do not count as clean
+    assert np.array_equal(skip_alpha(degraded, (64, 150), CELL, ramp=0) > 0,
+                          np.repeat(degraded, 64, 1)[:, :150].repeat(64, 0))
+    # A region sees clean pixels just outside it; a region with no clean pixel near is all 1.
+    assert np.array_equal(skip_alpha(degraded, (64, 150), CELL, 16, (0, 64, 64, 150)),
+                          alpha[:, 64:])
+    assert skip_alpha(degraded, (64, 150), CELL, 16, (0, 100, 64, 150)) is None
+
+
+# -- classical backend -------------------------------------------------------------------------
+
+
+def _real_or_synthetic(assets_dir=None):
+    if assets_dir is not None:
+        paths = sorted((assets_dir / 'data' / 'clean' / 'bsds500' / 'val').glob('*'))
+        if paths:
+            return cv2.cvtColor(cv2.imread(str(paths[0])), cv2.COLOR_BGR2RGB)
+    yy, xx = np.mgrid[0:240, 0:320].astype(np.float32)
+    img = np.stack([0.5 + 0.4 * np.sin(xx / (7 + c)) * np.cos(yy / 11.0) for c in range(3)], 2)
+    return (img * 255).astype(np.uint8)
+
+
+def test_guided_filter_keeps_constants_and_edges():
+    guide = np.zeros((64, 64), np.float32)
+    guide[:, 32:] = 1.0
+    assert np.allclose(guided_filter(guide, np.full((64, 64), 0.3, np.float32), 4), 0.3,
+                       atol=1e-4)
+    out = guided_filter(guide, guide, 4, eps=1e-4)
+    assert out[:, 28].max() < 0.05 and out[:, 36].min() > 0.95  # the step survives
+
+
+@pytest.mark.parametrize('condition', ['haze', 'low', 'rain'])
+def test_classical_restore_improves_synthetic_weather(assets, condition):
+    from adaqual_ros.weather import synthesize
+
+    clean = _real_or_synthetic(assets)
+    sample = synthesize(clean, condition, 7, severity=0.6)
+    qmap = QualityMap(sample.quality, sample.types, 64, clean.shape[:2])
+    restored = classical_restore(sample.degraded, qmap)
+    assert restored.shape == clean.shape and restored.dtype == np.uint8
+    before, after = psnr(sample.degraded, clean), psnr(restored, clean)
+    assert after > before + (0.3 if condition == 'rain' else 2.0), (before, after)
+
+
+def test_classical_restore_with_a_clean_map_changes_nothing():
+    img = _real_or_synthetic()
+    gh, gw = grid_shape(*img.shape[:2], 64)
+    clean_map = QualityMap(np.full((gh, gw), 5.0), np.zeros((gh, gw, len(DEGRADATION_TYPES))), 64,
+                           img.shape[:2])
+    assert np.array_equal(classical_restore(img, clean_map), img)
+    with pytest.raises(ValueError, match='uint8 RGB'):
+        classical_restore(img.astype(np.float32))
+    with pytest.raises(ValueError, match='quality map is for'):
+        classical_restore(img[:100], clean_map)

@@ -1,0 +1,136 @@
+"""Losses and the trainer: terms, SSIM against scikit-image, loss goes down, resumable runs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from adaqual_ros.training.losses import (
+    LossWeights,
+    adaqual_loss,
+    quality_loss,
+    quality_weights,
+    ssim_torch,
+)
+from adaqual_ros.training.train import (
+    SyntheticCrops,
+    _collate,
+    check_gradients,
+    list_images,
+    merge_config,
+    train,
+    training_loss,
+)
+
+
+def test_quality_weights_and_weighted_loss():
+    scores = torch.tensor([5.0, 3.0, 1.0]).view(1, 1, 1, 3)
+    w = quality_weights(scores, a=2.0)
+    assert w.flatten().tolist() == [1.0, 2.0, 3.0]
+    clean = torch.zeros(1, 3, 1, 3)
+    err_bad = clean.clone()
+    err_bad[..., 2] = 0.5  # error in the worst region
+    err_good = clean.clone()
+    err_good[..., 0] = 0.5  # same error in the pristine region
+    assert quality_loss(err_bad, clean, w) > quality_loss(err_good, clean, w)
+    with pytest.raises(ValueError, match='l2'):
+        LossWeights(l2=-1)
+
+
+def test_ssim_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    a = rng.random((48, 40, 3)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
+    ref = structural_similarity(a, b, data_range=1.0, channel_axis=2, gaussian_weights=True,
+                                sigma=1.5, use_sample_covariance=False)
+    t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None]  # noqa: E731
+    assert abs(ssim_torch(t(a), t(b)).item() - ref) < 1e-3
+    assert abs(ssim_torch(t(a), t(a)).item() - 1.0) < 1e-5
+
+
+def test_loss_terms_are_reported():
+    torch.manual_seed(0)
+    degraded, clean = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    scores = torch.full((2, 1, 32, 32), 2.0)
+    total, terms = adaqual_loss(clean - degraded, degraded, clean, scores)
+    assert total.item() == pytest.approx(terms['loss']) and terms['noise'] == 0
+    assert terms['quality'] == 0 and terms['percep'] < 1e-4
+
+
+def test_merge_config_rejects_unknown_keys():
+    cfg = merge_config({'lr': '2e-4'}, ['batch_size=4', 'clean_dirs=[a, b]'])
+    assert cfg.lr == 2e-4 and cfg.batch_size == 4 and cfg.clean_dirs == ['a', 'b']
+    with pytest.raises(ValueError, match="did you mean 'batch_size'"):
+        merge_config(overrides=['batch_sise=4'])
+
+
+def test_check_gradients_names_disconnected_parameters():
+    lin, unused = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    lin(torch.ones(1, 2)).sum().backward()
+    check_gradients({'lin': lin})
+    with pytest.raises(RuntimeError, match='unused.weight'):
+        check_gradients({'lin': lin, 'unused': unused})
+
+
+@pytest.fixture(scope='module')
+def real_batch(assets):
+    files = list_images(['data/clean/bsds500/train'], assets)[:4]
+    data = SyntheticCrops(files, 64, 32, seed=0)
+    rng = np.random.default_rng(0)
+    return _collate([data.sample(rng) for _ in range(4)])
+
+
+def test_a_few_steps_lower_the_loss(real_batch):
+    from adaqual_ros.pipelines import AdaQualPipeline
+    from adaqual_ros.prompting.text_encoder import PromptEncoder
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    pipe = AdaQualPipeline.from_components_config('tiny', cell=32)
+    encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder, cache_size=0)
+    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=5e-3)
+    weights = LossWeights()
+
+    def loss_at(seed):
+        g = torch.Generator().manual_seed(seed)
+        return training_loss(pipe.unet, encoder, pipe.prompter, pipe.scheduler, real_batch,
+                             weights, g, 0.5, 32)
+
+    with torch.no_grad():
+        before = np.mean([loss_at(s)[0].item() for s in range(2)])
+    for step in range(12):
+        loss, _ = loss_at(100 + step)
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            check_gradients({'unet': pipe.unet, 'text_encoder': pipe.text_encoder})
+        opt.step()
+    with torch.no_grad():
+        after = np.mean([loss_at(s)[0].item() for s in range(2)])
+    assert after < 0.9 * before, (before, after)
+
+
+def test_train_writes_log_checkpoint_and_resumes(assets, tmp_path):
+    overrides = [f'out_dir={tmp_path / "run"}', f'save_to={tmp_path / "ship"}',
+                 'model_config=tiny', 'cell=32', 'crop=64', 'batch_size=2', 'steps=3',
+                 'val_every=3', 'checkpoint_every=3', 'val_images=1', 'val_size=64',
+                 'num_workers=0', 'max_images=3', 'time_limit_min=0', 'threads=1',
+                 'warmup_steps=1', 'clean_dirs=[data/clean/bsds500/train]']
+    first = train(merge_config({'assets': str(assets)}, overrides))
+    assert first['step'] == 3
+    run = tmp_path / 'run'
+    records = [json.loads(line) for line in (run / 'train_log.jsonl').read_text().splitlines()]
+    assert any(r['event'] == 'val' and 'psnr' in r for r in records)
+    assert (run / 'checkpoint' / 'trainer_state.json').is_file()
+    assert (run / 'pipeline_final' / 'model_index.json').is_file()
+    second = train(merge_config({'assets': str(assets)}, overrides[:-10] + [
+        'steps=5', 'val_every=100', 'checkpoint_every=100', 'val_images=1', 'val_size=64',
+        'num_workers=0', 'max_images=3', 'time_limit_min=0', 'threads=1', 'warmup_steps=1',
+        'clean_dirs=[data/clean/bsds500/train]']))
+    assert second['step'] == 5
+    starts = [r['step'] for r in map(json.loads, (run / 'train_log.jsonl').read_text()
+                                     .splitlines()) if r['event'] == 'start']
+    assert starts == [0, 3]
