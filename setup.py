@@ -69,7 +69,7 @@ setup(
             'restoration_node = adaqual_ros.ros.restoration_node:main',
             'detection_node = adaqual_ros.ros.detection_node:main',
             'metrics_node = adaqual_ros.ros.metrics_node:main',
-            'player_node = adaqual_ros.ros.player_node:main',
+            'camera_player = adaqual_ros.ros.player_node:main',
         ],
     },
 )

@@ -263,8 +263,9 @@ class DemoRecorder:
         Returns:
             `dict` with 'conditions' (ordered as played), 'detection' {condition: {'raw',
             'restored'}} plus WEATHER_ROW (all non-clean conditions), 'restoration'
-            {condition: figures}, 'latency_ms' {name: [per-frame ms]}, 'accounting'
-            {condition: counts}, 'backends' (seen per frame), 'cache_hit_rate'.
+            {condition: figures}, 'recall_recovered' {condition: share of the recall lost to
+            weather that the restored frames win back}, 'latency_ms' {name: [per-frame ms]},
+            'accounting' {condition: counts}, 'backends' (seen per frame), 'cache_hit_rate'.
         """
         with self._lock:
             frames = [f for f in self._frames.values() if f.info is not None]
@@ -323,12 +324,17 @@ class DemoRecorder:
                 'skipped_fraction': _mean_finite(skipped),
                 'stage_ms_p50': {k: float(np.median(v)) for k, v in stage.items()},
             }
-        detection = {}
+        detection, recovered = {}, {}
         if self.detection:
             for row, pair in acc.items():
                 if pair['raw'].images:
                     detection[row] = {s: a.compute() for s, a in pair.items()}
-        return {'conditions': conditions, 'detection': detection, 'restoration': restoration,
+                    # Share of the recall lost to weather that restoration wins back (the
+                    # reference's own recall is 1 by definition).
+                    raw, rest = (detection[row][s]['recall'] for s in ('raw', 'restored'))
+                    recovered[row] = (rest - raw) / (1.0 - raw) if raw < 0.999 else None
+        return {'conditions': conditions, 'detection': detection, 'recall_recovered': recovered,
+                'restoration': restoration,
                 'latency_ms': latency, 'accounting': accounting, 'backends': backends,
                 'cache_hit_rate': (sum(cache) / len(cache)) if cache else None}
 
@@ -357,12 +363,14 @@ def _fmt(value, digits=3):
 
 def detection_table(summary):
     """Plain-text table: per condition, recall / precision / mAP50 raw -> restored."""
-    rows = [('condition', 'frames', 'recall raw', 'recall rest.', 'prec. raw', 'prec. rest.',
-             'mAP50 raw', 'mAP50 rest.')]
+    rows = [('condition', 'frames', 'recall raw', 'recall rest.', 'lost recall won back',
+             'prec. raw', 'prec. rest.', 'mAP50 raw', 'mAP50 rest.')]
+    recovered = summary.get('recall_recovered', {})
     for cond, pair in summary['detection'].items():
         raw, rest = pair['raw'], pair['restored']
-        rows.append((cond, str(raw['images']), *(_fmt(r[k]) for k in ('recall',) for r in
-                                                  (raw, rest)),
+        back = recovered.get(cond)
+        rows.append((cond, str(raw['images']), _fmt(raw['recall']), _fmt(rest['recall']),
+                     '-' if back is None else f'{back:.0%}',
                      *(_fmt(r['precision']) for r in (raw, rest)),
                      *(_fmt(r['mAP50']) for r in (raw, rest))))
     return _text_table(rows)
@@ -410,7 +418,7 @@ def _label(image, text):
 
 def render_strip(strip, path, tile_width=320):
     """
-    Save a grid: one row per condition of raw | restored | quality-map overlay | clean.
+    Save a grid: one row per condition of raw | restored | raw with its quality map | clean.
 
     Boxes are drawn where detections were recorded (raw boxes on raw, restored boxes on
     restored, reference boxes on clean). Returns the path, or None when nothing was kept.
@@ -424,10 +432,10 @@ def render_strip(strip, path, tile_width=320):
         size = (tile_width, max(2, round(h * tile_width / w)))
         tiles = []
         for key, title in (('raw', f'{cond}: raw'), ('restored', 'restored'),
-                           ('quality', 'quality map'), ('clean', 'clean reference')):
+                           ('quality', 'quality map of raw (red = poor)'),
+                           ('clean', 'clean reference')):
             if key == 'quality':
-                image = (quality_overlay(entry.get('restored', base), entry['quality'])
-                         if 'quality' in entry else None)
+                image = quality_overlay(base, entry['quality']) if 'quality' in entry else None
             else:
                 image = entry.get(key)
                 dets = entry.get(f'dets_{key}')
@@ -497,6 +505,7 @@ def write_demo_report(out_dir, summary, strip=None, meta=None, extra=None, plots
         results = {f'{s} ({first})': r for s, r in detection[first].items()}
     groups = {c: pair for c, pair in detection.items() if c != WEATHER_ROW}
     body = {'conditions': summary['conditions'], 'restoration': summary['restoration'],
+            'recall_recovered': summary.get('recall_recovered', {}),
             'accounting': summary['accounting'], 'backends': summary['backends'],
             'cache_hit_rate': summary['cache_hit_rate'], 'detection_per_condition': detection}
     body.update(extra or {})
@@ -512,6 +521,9 @@ def write_demo_report(out_dir, summary, strip=None, meta=None, extra=None, plots
             path = render_strip(strip, out / 'frames_strip.png')
             if path:
                 files['plot_strip'] = path
+    more += ['Latency is end to end from the image stamp: `restoration` until the restored frame '
+             'reached the demo, `detection raw` / `detection restored` until the detections '
+             'were published.', '']
     more += ['## Restoration quality (vs the clean frame)', '',
              _md_table(restoration_table(summary)), '']
     more += ['## Frame accounting', '',
@@ -536,6 +548,14 @@ def write_demo_report(out_dir, summary, strip=None, meta=None, extra=None, plots
         more += ['## Detection per condition (raw -> restored)', '',
                  'Reference: the detector on the clean frame (for `clean`, the raw frame).', '',
                  _md_table(detection_table(summary)), '']
+    node = (extra or {}).get('metrics_node')
+    if node:
+        pairing = node.get('pairing', {})
+        more += [f'The metrics node (its own process) scored {pairing.get("paired")} stamps with '
+                 'raw, restored and clean-frame detections (the `all weather` row above; the '
+                 f'clean pass has no clean/image_raw, so its {pairing.get("pending")} stamps '
+                 'stay unpaired there, along with frames the graph dropped); its report: '
+                 f'`{node.get("report")}`.', '']
     for key in ('plot_restoration', 'plot_strip'):
         if key in files:
             more += [f'![{files[key].stem}]({files[key].name})', '']

@@ -187,13 +187,16 @@ def run_stream(restorer, frames, stream_id, warmup, qmaps=None):
     for frame, qmap in zip(frames[:warmup], qmaps):
         restorer.restore(frame, stream_id, quality_map=qmap)
     totals, stages, skipped, hits, windows = [], {k: [] for k in STAGES}, [], [], []
+    cpu, processed = [], []
     used = set()
     for frame, qmap in zip(frames[warmup:], qmaps[warmup:]):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = restorer.restore(frame, stream_id, quality_map=qmap)
         if plan is not None:
             synchronize(plan)
         totals.append((time.perf_counter() - start) * 1000.0)
+        cpu.append((time.process_time() - start_cpu) * 1000.0)
+        processed.append(result.processed_fraction)
         for key in STAGES:
             stages[key].append(result.timings.get(key, 0.0))
         skipped.append(result.skipped_fraction)
@@ -207,6 +210,9 @@ def run_stream(restorer, frames, stream_id, warmup, qmaps=None):
         'fps': 1000.0 / ms if ms > 0 else float('inf'),
         'ms_p50': float(np.percentile(totals, 50)),
         'ms_p90': float(np.percentile(totals, 90)),
+        # CPU time of this process: steadier than wall time on a shared machine.
+        'cpu_ms_per_frame': float(np.mean(cpu)),
+        'processed_fraction': float(np.mean(processed)),
         'ms_by_stage': {k: float(np.mean(v)) for k, v in stages.items()},
         'skipped_fraction': float(np.mean(skipped)),
         'cache_hit_rate': float(np.mean(hits)),
@@ -339,7 +345,9 @@ def run(args):
                 _print_row(rec)
             detail = {'resolution': f'{width}x{height}', 'backend': backend,
                       'clean_over_degraded': _ratio(records['clean']['ms_per_frame'],
-                                                    records['degraded']['ms_per_frame'])}
+                                                    records['degraded']['ms_per_frame']),
+                      'clean_over_degraded_cpu': _ratio(records['clean']['cpu_ms_per_frame'],
+                                                        records['degraded']['cpu_ms_per_frame'])}
             if not args.no_ratios and backend != 'passthrough':
                 detail.update(_side_by_side(base, backend, pipeline, streams, truth,
                                             args.warmup, records['degraded'], (width, height)))
@@ -371,10 +379,13 @@ def _side_by_side(base, backend, pipeline, streams, truth, warmup, degraded_rec,
         r.close()
     return {
         'adaptive_speedup': _ratio(f['ms_per_frame'], a['ms_per_frame']),
+        'adaptive_speedup_cpu': _ratio(f['cpu_ms_per_frame'], a['cpu_ms_per_frame']),
+        'half_clean_processed_fraction': a['processed_fraction'],
         'half_clean_adaptive_ms': a['ms_per_frame'],
         'half_clean_full_frame_ms': f['ms_per_frame'],
         'half_clean_skipped_fraction': a['skipped_fraction'],
         'cache_speedup': _ratio(off['ms_per_frame'], degraded_rec['ms_per_frame']),
+        'cache_speedup_cpu': _ratio(off['cpu_ms_per_frame'], degraded_rec['cpu_ms_per_frame']),
         'cache_off_ms': off['ms_per_frame'],
         'cache_on_ms': degraded_rec['ms_per_frame'],
         'cache_on_hit_rate': degraded_rec['cache_hit_rate'],
@@ -389,10 +400,11 @@ def _headline_ratios(details, backends):
     first_res = details[0]['resolution']
     pick = next((d for b in order for d in details
                  if d['backend'] == b and d['resolution'] == first_res), details[0])
-    return {'clean_over_degraded': pick.get('clean_over_degraded'),
-            'adaptive_speedup': pick.get('adaptive_speedup'),
-            'cache_speedup': pick.get('cache_speedup'),
-            'resolution': pick['resolution'], 'backend': pick['backend']}
+    out = {k: pick.get(k) for k in ('clean_over_degraded', 'adaptive_speedup', 'cache_speedup',
+                                    'clean_over_degraded_cpu', 'adaptive_speedup_cpu',
+                                    'cache_speedup_cpu')}
+    out.update(resolution=pick['resolution'], backend=pick['backend'])
+    return out
 
 
 def _goals(report):
@@ -423,9 +435,9 @@ def _json_default(value):
     return str(value)
 
 
-_HEADER = (f'{"resolution":>10} {"backend":>11} {"stream":>8} {"ms/frame":>9} {"fps":>7} '
-           f'{"quality":>8} {"prompts":>8} {"model":>8} {"blend":>7} {"skip":>5} '
-           f'{"peak MB":>8}')
+_HEADER = (f'{"resolution":>10} {"backend":>11} {"stream":>8} {"ms/frame":>9} {"cpu ms":>8} '
+           f'{"fps":>7} {"quality":>8} {"prompts":>8} {"model":>8} {"blend":>7} {"skip":>5} '
+           f'{"run":>5} {"peak MB":>8}')
 _printed_header = []
 
 
@@ -437,17 +449,18 @@ def _print_row(rec):
     mem = rec['peak_memory']
     peak = mem['cuda_mb'] or mem['python_traced_mb']
     print(f'{rec["resolution"]:>10} {rec["backend"]:>11} {rec["stream"]:>8} '
-          f'{rec["ms_per_frame"]:9.1f} {rec["fps"]:7.2f} {st["quality"]:8.1f} '
-          f'{st["prompts"]:8.1f} {st["model"]:8.1f} {st["blend"]:7.1f} '
-          f'{rec["skipped_fraction"]:5.2f} {peak:8.1f}', flush=True)
+          f'{rec["ms_per_frame"]:9.1f} {rec["cpu_ms_per_frame"]:8.1f} {rec["fps"]:7.2f} '
+          f'{st["quality"]:8.1f} {st["prompts"]:8.1f} {st["model"]:8.1f} {st["blend"]:7.1f} '
+          f'{rec["skipped_fraction"]:5.2f} {rec["processed_fraction"]:5.2f} {peak:8.1f}',
+          flush=True)
 
 
 def _print_summary(report, path):
     print()
     for d in report['ratio_details']:
         parts = [f'{k}={v:.3f}' for k, v in d.items()
-                 if isinstance(v, float) and k in ('clean_over_degraded', 'adaptive_speedup',
-                                                   'cache_speedup')]
+                 if isinstance(v, float) and k.split('_cpu')[0] in (
+                     'clean_over_degraded', 'adaptive_speedup', 'cache_speedup')]
         print(f'{d["resolution"]:>10} {d["backend"]:>11}  ' + '  '.join(parts))
     for name, goal in report['goals'].items():
         print(f'goal {name}: {goal["value"]:.3f} (goal {goal["goal"]}) '

@@ -8,6 +8,7 @@ player -> restoration -> YOLO on raw, restored and clean frames -> metrics, ever
 process (see `adaqual_ros.ros.demo_graph`). Writes OUT/report.md, OUT/report.json and PNG plots;
 the node logs go to OUT/logs.
 """
+import logging
 import os
 from pathlib import Path
 import platform
@@ -33,8 +34,8 @@ def add_arguments(parser):
                         help='YOLO model (.pt/.onnx/...); default $ADAQUAL_DETECTOR or '
                              '<assets>/models/yolov8n_int8.onnx')
     parser.add_argument('--assets', default=None, help='assets folder (default $ADAQUAL_ASSETS)')
-    parser.add_argument('--frames', type=int, default=16,
-                        help='frames in the stream, played once per condition (default 16)')
+    parser.add_argument('--frames', type=int, default=8,
+                        help='frames in the stream, played once per condition (default 8)')
     parser.add_argument('--conditions', default=','.join(DEFAULT_CONDITIONS),
                         help='comma-separated weather conditions (default %(default)s)')
     parser.add_argument('--severity', type=float, default=0.6,
@@ -88,6 +89,8 @@ def run(args):
             raise ValueError(f'--severity must be in [0, 1], got {args.severity}')
         if args.rate is not None and not 0.1 <= args.rate <= 240.0:
             raise ValueError(f'--rate must be in [0.1, 240] Hz, got {args.rate}')
+        # find_detector logs the same advice we print below: say it once.
+        logging.getLogger('adaqual_ros.detection.yolo').setLevel(logging.ERROR)
         detector = find_detector(args.detector)
     except (ValueError, FileNotFoundError) as exc:
         print(f'adaqual demo: {exc}', file=sys.stderr)
@@ -163,7 +166,9 @@ def run(args):
             'stream': f'{stream.frames} frames {stream.size[1]}x{stream.size[0]} from '
                       f'{stream.source}',
             'conditions': ', '.join(conditions), 'severity': args.severity,
-            'player_rate_hz': rate, 'backend_requested': backend,
+            'player_rate': f'{rate:g} Hz' + (' at most, paced to the graph (see graph.'
+                                               'player_rate_hz)' if args.rate is None else ''),
+            'backend_requested': backend,
             'detector': str(detector) if detector else 'none found offline',
             'reference': 'detector on the clean frames (clean/image_raw)',
             'wall_time_s': round(elapsed, 1),
@@ -182,6 +187,11 @@ def run(args):
     print('Restoration quality vs the clean frame (PSNR dB / SSIM; restore ms = p50 per frame)')
     print(restoration_table(summary))
     print()
+    used = summary['backends']
+    if used:
+        _say('restoration backend used: ' + ', '.join(f'{k} ({v} frames)' for k, v in used.items())
+             + ('' if set(used) == {backend} else f' -- NOT {backend} as requested; see '
+                f'{out / "logs" / "adaqual_restoration.log"}'))
     _say(f'report: {files["md"]} ({elapsed:.0f} s)')
     return code
 

@@ -1,7 +1,8 @@
 """
 Learned regional quality estimator: a small fully convolutional CNN.
 
-The network averages the frame down by ``downscale``, folds it with a pixel-unshuffle (so thin
+The network adds three full-resolution fine-structure channels (|residual|, |dx|, |dy| of
+luminance), averages the frame down by ``downscale``, folds it with a pixel-unshuffle (so thin
 rain streaks and snow specks survive as channels instead of being blurred away), and runs a few
 depthwise-separable blocks with two stride-2 stages plus a frame-level context vector. It predicts,
 every ``out_stride`` pixels, a quality score in [1, 5] and four degradation-type strengths in
@@ -66,6 +67,8 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
             strides downscale*unshuffle, x2, x4.
         cell (`int`, *optional*, defaults to 64): cell size of the maps `estimate` returns; a
             multiple of `out_stride` (change it on a loaded model with ``model.cell = 128``).
+        highpass (`bool`, *optional*, defaults to True): add full-resolution fine-structure
+            channels (|residual|, |dx|, |dy| of luminance) before pooling.
 
     The forward pass takes ``(B, 3, H, W)`` float RGB in [0, 1] (any H, W) and returns
     ``(scores, type_logits)`` at `out_stride`: ``(B, 1, ceil(H/s), ceil(W/s))`` in [1, 5] and
@@ -82,15 +85,16 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
     name = 'learned'
 
     @register_to_config
-    def __init__(self, downscale=2, unshuffle=4, widths=(32, 48, 64), cell=64):
+    def __init__(self, downscale=2, unshuffle=4, widths=(32, 48, 64), cell=64, highpass=True):
         super().__init__()
         if downscale < 1 or unshuffle < 1:
             raise ValueError(f'downscale ({downscale}) and unshuffle ({unshuffle}) must be >= 1')
         if len(widths) != 3:
             raise ValueError(f'widths needs 3 entries, got {widths}')
         c1, c2, c3 = widths
+        cin = 6 if highpass else 3
         self.stem = nn.Sequential(
-            nn.Conv2d(3 * unshuffle * unshuffle, c1, 1, bias=False), nn.BatchNorm2d(c1),
+            nn.Conv2d(cin * unshuffle * unshuffle, c1, 1, bias=False), nn.BatchNorm2d(c1),
             nn.ReLU())
         self.block1 = _SepBlock(c1)
         self.down1 = _Down(c1, c2)
@@ -104,6 +108,7 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
                                   nn.Conv2d(c3, 1 + len(DEGRADATION_TYPES), 1))
         self._cell = None
         self.cell = cell
+        self._hp_kernel = None
 
     @property
     def out_stride(self):
@@ -122,6 +127,8 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f'image must be (B, 3, H, W), got {tuple(image.shape)}')
         x = image
+        if self.config.highpass:
+            x = torch.cat([x, self._highpass(x)], dim=1)
         if self.config.downscale > 1:
             x = F.avg_pool2d(x, self.config.downscale, ceil_mode=True)
         u = self.config.unshuffle
@@ -136,6 +143,27 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         out = self.head(x)
         scores = 1.0 + 4.0 * torch.sigmoid(out[:, :1])
         return scores, out[:, 1:]
+
+    def _highpass(self, image):
+        """
+        Full-resolution fine-structure energy: |residual|, |d/dx|, |d/dy| of luminance.
+
+        Pooling raw pixels blurs a one-pixel rain streak or snow speck away; pooling these
+        magnitudes keeps its energy and orientation (streaks are mostly vertical). One fixed
+        3x3 convolution computes all three from RGB.
+        """
+        kernel = self._hp_kernel
+        if kernel is None or kernel.device != image.device or kernel.dtype != image.dtype:
+            lum = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
+            spatial = torch.zeros(3, 3, 3, dtype=torch.float64)
+            spatial[0] = -4.0 / 9.0
+            spatial[0, 1, 1] += 4.0  # 4 x (pixel - 3x3 mean)
+            spatial[1, 1, 0], spatial[1, 1, 2] = -1.0, 1.0
+            spatial[2, 0, 1], spatial[2, 2, 1] = -1.0, 1.0
+            kernel = (spatial[:, None] * lum[None, :, None, None]).to(image.device, image.dtype)
+            self._hp_kernel = kernel
+        padded = F.pad(image, (1, 1, 1, 1), mode='replicate')
+        return F.conv2d(padded, kernel).abs()
 
     def to_cells(self, scores, type_logits, image_size, cell=None):
         """

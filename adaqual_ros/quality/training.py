@@ -65,7 +65,7 @@ class TrainConfig:
     max_side: int = 800
     reuse: int = 3
     pool: int = 256
-    widths: str = '48,64,96'
+    widths: str = '32,48,64'
 
 
 class SyntheticQualityCrops(torch.utils.data.IterableDataset):

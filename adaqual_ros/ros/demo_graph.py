@@ -196,6 +196,7 @@ class Conductor:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.diagnostics = {}
+        self.diagnostics_at = {}
         self.errors = []
         self._player_params = None
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -272,8 +273,19 @@ class Conductor:
         self._guard(lambda: self.recorder.add_detections(stream, json.loads(msg.data), arrival))
 
     def _on_diagnostics(self, msg):
+        now = time.monotonic()
         for status in msg.status:
             self.diagnostics[status.name] = {kv.key: _number(kv.value) for kv in status.values}
+            self.diagnostics_at[status.name] = now
+
+    def idle_since(self, names, since):
+        """Whether every node in `names` reported, after `since`, no frame in flight."""
+        for name in names:
+            keys = [k for k in self.diagnostics if k.split(':', 1)[0] == name]
+            if not keys or any(self.diagnostics_at[k] <= since
+                               or self.diagnostics[k].get('pending') != 0 for k in keys):
+                return False
+        return True
 
     # ---- graph queries and calls (main thread) -------------------------------------------
 
@@ -426,10 +438,10 @@ class Pacer:
     """
 
     def __init__(self, conductor, recorder, rate, enabled, headroom=1.25, min_rate=0.1,
-                 period_s=2.0):
+                 period_s=2.0, start_rate=None):
         self.conductor = conductor
         self.recorder = recorder
-        self.rate = float(rate)
+        self.rate = float(start_rate or rate)
         self.max_rate = float(rate)
         self.enabled = bool(enabled)
         self.headroom = headroom
@@ -452,7 +464,10 @@ class Pacer:
         if not self.enabled or now - self._last < self.period_s:
             return
         self._last = now
-        target = self.target(self.recorder.service_ms())
+        service = self.recorder.service_ms()
+        if 'restoration' not in service:
+            return  # detections alone come first and fast: they would overshoot the rate
+        target = self.target(service)
         if abs(target - self.rate) / self.rate > 0.15:
             self.conductor.set_player(publish_rate=round(target, 3))
             self.rate = round(target, 3)
@@ -461,12 +476,16 @@ class Pacer:
 
 def play(config, children, conductor, recorder, progress=None):
     """Play the stream once per condition; return (per-condition wall times s, rate history)."""
-    pacer = Pacer(conductor, recorder, config.rate_hz, config.pace)
+    # Paced runs start slow and speed up once the first frames are measured (starting fast
+    # would drop frames of the first pass until the rate comes down).
+    start = max(0.1, config.rate_hz / 4.0) if config.pace else config.rate_hz
+    pacer = Pacer(conductor, recorder, config.rate_hz, config.pace, start_rate=start)
+    names = [RESTORATION] + (list(DETECTORS) if config.detector is not None else [])
     timings = {}
     for number, condition in enumerate(config.conditions):
         started = time.monotonic()
         if number == 0:
-            conductor.set_player(publish_rate=float(config.rate_hz))
+            conductor.set_player(publish_rate=float(pacer.rate))
         else:
             conductor.set_player(condition=condition, source=str(config.stream_folder))
 
@@ -477,10 +496,16 @@ def play(config, children, conductor, recorder, progress=None):
         pass_timeout = config.frames / pacer.min_rate + 120.0
         _wait(lambda n=number: recorder.ends > n, pass_timeout, children,
               f'the player to finish the {condition} pass', conductor, tick)
-        settle_s = max(4.0, 3.0 / pacer.rate)
         # Drain: wait for the frames still in the graph; frames the graph dropped never come.
-        last, quiet_since = -1, time.monotonic()
+        # Done when every frame has all its results, or when every node reports nothing in
+        # flight since the pass ended, or (fallback) after a quiet spell with no new results.
+        ended = time.monotonic()
+        settle_s = max(4.0, 3.0 / pacer.rate)
+        last, quiet_since = -1, ended
         while recorder.pending_frames(condition) and time.monotonic() - quiet_since < settle_s:
+            if (time.monotonic() - quiet_since > 1.0
+                    and conductor.idle_since(names, max(ended, quiet_since))):
+                break
             children.check()
             done = recorder.completed()
             if done != last:

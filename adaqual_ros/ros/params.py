@@ -566,7 +566,7 @@ PLAYER_PARAMS = (
 
 NODE_TABLES['adaqual_detection'] = ('Detection node (`detection_node`)', DETECTION_PARAMS)
 NODE_TABLES['adaqual_metrics'] = ('Metrics node (`metrics_node`)', METRICS_PARAMS)
-NODE_TABLES['adaqual_player'] = ('Camera player node (`player_node`)', PLAYER_PARAMS)
+NODE_TABLES['adaqual_player'] = ('Camera player node (`camera_player`)', PLAYER_PARAMS)
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ CPU and float32 are the defaults (as in diffusers); CUDA is used when present an
 from dataclasses import dataclass
 import warnings
 
+import cv2
 import torch
 
 
@@ -67,12 +68,19 @@ def resolve_device(requested='auto'):
 
 
 def configure_threads(threads):
-    """Set torch's CPU thread count (0 leaves torch's default); returns the count in use."""
+    """
+    Set the CPU thread count of torch and OpenCV (0 leaves their defaults); returns torch's.
+
+    Both pools are process-wide: the pre/post-processing (OpenCV) and the network (torch) then
+    share the same budget instead of oversubscribing the cores.
+    """
     threads = int(threads)
     if threads < 0:
         raise ValueError(f'threads must be >= 0, got {threads}')
-    if threads > 0 and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    if threads > 0:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
     return torch.get_num_threads()
 
 

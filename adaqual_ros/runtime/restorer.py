@@ -34,6 +34,7 @@ from adaqual_ros.runtime.tiling import plan_windows, skip_alpha
 logger = logging.getLogger(__name__)
 
 COLOR_ORDERS = ('rgb', 'bgr', 'mono')
+DEFAULT_CELL = 64  # quality cell of backends without a model
 DTYPES = (np.uint8, np.uint16, np.float32)
 STAGES = ('convert', 'quality', 'prompts', 'model', 'blend', 'total')
 # Settings whose change needs a new backend or estimator (built off the caller's thread).
@@ -67,6 +68,8 @@ class RestoreResult:
         cache_hit (`bool`, *optional*): whether the quality map came from the cache (None when the
             cache is off or the map was given).
         windows (`int`): windows run through the backend.
+        processed_fraction (`float`): pixels the backend ran on (windows with their overlaps)
+            divided by the frame's pixels; 0 for a skipped frame.
     """
 
     image: np.ndarray
@@ -77,6 +80,7 @@ class RestoreResult:
     backend: str = ''
     cache_hit: object = None
     windows: int = 0
+    processed_fraction: float = 0.0
 
 
 @dataclass
@@ -247,8 +251,10 @@ class Restorer:
                             windows, color_order)
         timings['blend'] = _ms(t)
         timings['total'] = _ms(start)
+        processed = sum(w.area for w in windows) / float(height * width)
         return self._finish(RestoreResult(image, qmap, prompts, timings, skipped,
-                                          runtime.backend.name, cache_hit, len(windows)))
+                                          runtime.backend.name, cache_hit, len(windows),
+                                          processed))
 
     def update(self, settings, wait=False):
         """
@@ -362,12 +368,15 @@ class Restorer:
             backend = previous.backend
         if backend is None:
             backend, note = self._build_backend(settings)
+        # The quality cells must be the model's cells (prompts and FiLM are per cell).
+        cell = int(getattr(backend, 'cell', DEFAULT_CELL))
         estimator = None
         if previous is not None and not _changed(previous.settings, settings, (
-                'quality_backend', 'quality_model_path', 'device')):
+                'quality_backend', 'quality_model_path', 'device')) and \
+                getattr(previous.estimator, 'cell', cell) == cell:
             estimator = previous.estimator
         if estimator is None:
-            estimator, qnote = self._build_estimator(settings)
+            estimator, qnote = self._build_estimator(settings, cell)
             note = '; '.join(n for n in (note, qnote) if n)
         cache = self._build_cache(settings, previous)
         return _Runtime(settings, backend, estimator, cache, note)
@@ -390,15 +399,17 @@ class Restorer:
             warnings.warn(note, RuntimeWarning, stacklevel=3)
             return build_backend('classical', settings), note
 
-    def _build_estimator(self, settings):
+    def _build_estimator(self, settings, cell=None):
         if self._given_estimator is not None:
             return self._given_estimator, ''
         from adaqual_ros.quality import build_estimator
 
+        cell = int(cell or DEFAULT_CELL)
         device = str(resolve_device(settings.device))
         path = settings.quality_model_path or None
         try:
-            return build_estimator(settings.quality_backend, device=device, path=path), ''
+            return build_estimator(settings.quality_backend, cell=cell, device=device,
+                                   path=path), ''
         except Exception as exc:  # noqa: BLE001 - a missing estimator may fall back to classical
             if settings.quality_backend == 'classical' or not settings.fallback_to_classical:
                 raise RestorationError(
@@ -407,7 +418,7 @@ class Restorer:
             note = (f'{settings.quality_backend} quality estimator unavailable ({exc}); '
                     'using classical')
             warnings.warn(note, RuntimeWarning, stacklevel=3)
-            return build_estimator('classical'), note
+            return build_estimator('classical', cell=cell), note
 
     @staticmethod
     def _build_cache(settings, previous):

@@ -3,8 +3,9 @@ Cell-aligned windows over the degraded part of a frame, batched, and blended wit
 
 The frame is cut into a grid of core tiles (``tile_size`` pixels, a multiple of the quality cell).
 A tile with no degraded cell is never run. Within the remaining tiles, the core shrinks to the
-bounding box of its degraded cells; with ``merge`` the cores of neighbouring active tiles join into
-larger rectangles (one rectangle for a fully degraded frame: no seams, no overlap overhead).
+bounding box of its degraded cells; with ``merge`` neighbouring cores join when their common
+bounding box adds little area (one window for a fully degraded frame: no seams, no overlap work;
+scattered degraded cells stay small windows).
 Where two windows touch, each grows by ``overlap`` pixels into the other, and linear feather
 weights blend the overlap. Window origins stay multiples of the cell so ``QualityMap.crop`` is
 exact.
@@ -56,18 +57,6 @@ def _check(cell, tile_size, overlap):
         raise ValueError(f'overlap must be >= 0, got {overlap}')
 
 
-def _runs(flags):
-    """[start, stop) index ranges of consecutive True values."""
-    runs, start = [], None
-    for i, flag in enumerate(list(flags) + [False]):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            runs.append((start, i))
-            start = None
-    return runs
-
-
 def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=True):
     """
     Windows that cover every degraded cell, and nothing that is not needed.
@@ -78,7 +67,8 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
         cell (`int`): quality-map cell size in pixels.
         tile_size (`int`): core tile edge in pixels (multiple of ``cell``); 0 = the whole frame.
         overlap (`int`): pixels a window grows into each touching window (rounded up to cells).
-        merge (`bool`): join neighbouring active tiles into larger windows.
+        merge (`bool`): join neighbouring windows when their common bounding box holds little
+            extra area (see MERGE_SLACK).
 
     Returns:
         `list[Window]`, empty when no cell is degraded.
@@ -95,25 +85,21 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
     if not degraded.any():
         return []
     tc = tile_size // cell
-    # 1. Core rectangles in cells: (r0, r1, c0, c1), one per active tile (or merged run).
-    rects = []
-    for r0 in range(0, gh, tc):
-        r1 = min(r0 + tc, gh)
-        active = [degraded[r0:r1, c0:min(c0 + tc, gw)].any() for c0 in range(0, gw, tc)]
-        if merge:
-            row_rects = [(r0, r1, a * tc, min(b * tc, gw)) for a, b in _runs(active)]
-        else:
-            row_rects = [(r0, r1, i * tc, min((i + 1) * tc, gw))
-                         for i, on in enumerate(active) if on]
-        rects.extend(row_rects)
-    if merge:
-        rects = _merge_vertically(rects)
-    # 2. Shrink each core to the bounding box of its degraded cells.
+    # 1. One core per active tile, shrunk to the bounding box of its degraded cells (in cells:
+    # r0, r1, c0, c1).
     shrunk = []
-    for r0, r1, c0, c1 in rects:
-        rows = np.flatnonzero(degraded[r0:r1, c0:c1].any(axis=1))
-        cols = np.flatnonzero(degraded[r0:r1, c0:c1].any(axis=0))
-        shrunk.append((r0 + rows[0], r0 + rows[-1] + 1, c0 + cols[0], c0 + cols[-1] + 1))
+    for r0 in range(0, gh, tc):
+        for c0 in range(0, gw, tc):
+            block = degraded[r0:r0 + tc, c0:c0 + tc]
+            if block.any():
+                rows = np.flatnonzero(block.any(axis=1))
+                cols = np.flatnonzero(block.any(axis=0))
+                shrunk.append((r0 + int(rows[0]), r0 + int(rows[-1]) + 1,
+                               c0 + int(cols[0]), c0 + int(cols[-1]) + 1))
+    # 2. Join cores whose common bounding box wastes little: fewer seams, no overlap work, and a
+    # fully degraded frame becomes one window.
+    if merge and len(shrunk) > 1:
+        shrunk = _merge_rects(shrunk)
     # 3. Grow into touching windows so their seam can be feathered.
     labels = np.full((gh, gw), -1, dtype=np.int64)
     for k, (r0, r1, c0, c1) in enumerate(shrunk):
@@ -141,18 +127,53 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
     return windows
 
 
-def _merge_vertically(rects):
-    """Join rectangles with the same column range whose rows touch."""
-    rects = sorted(rects)
-    merged = []
-    for r0, r1, c0, c1 in rects:
-        for i, (m0, m1, n0, n1) in enumerate(merged):
-            if (n0, n1) == (c0, c1) and m1 == r0:
-                merged[i] = (m0, r1, c0, c1)
+# A merged window may hold this much more area than the cores it replaces (clean cells run
+# through the network); in exchange it saves two overlap margins and a seam.
+MERGE_SLACK = 0.25
+
+
+def _area(r):
+    return (r[1] - r[0]) * (r[3] - r[2])
+
+
+def _union(a, b):
+    return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+
+
+def _intersects(a, b):
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+def _near(a, b):
+    """Touching or diagonal neighbours (no cell between them)."""
+    return a[0] <= b[1] and b[0] <= a[1] and a[2] <= b[3] and b[2] <= a[3]
+
+
+def _merge_rects(rects):
+    """Greedily join neighbouring rectangles while their bounding box wastes <= MERGE_SLACK."""
+    rects = list(rects)
+    merged = True
+    while merged and len(rects) > 1:
+        merged = False
+        for i in range(len(rects)):
+            for j in range(i + 1, len(rects)):
+                if not _near(rects[i], rects[j]):
+                    continue
+                box, members = _union(rects[i], rects[j]), {i, j}
+                grown = True
+                while grown:  # the box must swallow whatever it overlaps: cores stay disjoint
+                    grown = False
+                    for k, r in enumerate(rects):
+                        if k not in members and _intersects(box, r):
+                            box, grown = _union(box, r), True
+                            members.add(k)
+                if _area(box) <= (1.0 + MERGE_SLACK) * sum(_area(rects[k]) for k in members):
+                    rects = [r for k, r in enumerate(rects) if k not in members] + [box]
+                    merged = True
+                    break
+            if merged:
                 break
-        else:
-            merged.append((r0, r1, c0, c1))
-    return merged
+    return rects
 
 
 def _ramp(n, lo, hi):

@@ -259,19 +259,27 @@ def test_player_publishes_weather_and_clean_frames_with_one_stamp(spawn, probe_f
     infos = probe.record('camera_info', CameraInfo)
     frames = probe.record('frame_info', String)
     proc = spawn('adaqual_ros.ros.player_node',
-                 *_args(ns, f'source:={folder}', 'publish_rate:=2.0', 'condition:=haze',
+                 *_args(ns, f'source:={folder}', 'publish_rate:=0.1', 'condition:=haze',
                         'severity:=0.7', 'width:=320', 'frame_id:=cam', 'loop:=true',
                         'max_frames:=6'))
+    # Start slow (first frame after 10 s), and speed up once every topic is matched, so no
+    # frame goes out before the probe listens.
+    topics = [probe.topic(t) for t in ('image_raw', 'clean/image_raw', 'camera_info',
+                                       'frame_info')]
+    assert probe.spin_until(lambda: all(probe.node.count_publishers(t) for t in topics),
+                            timeout=60.0), proc.log_path.read_text()[-2000:]
+    probe.spin_for(0.5)
+    (result,) = probe.set_parameters(publish_rate=4.0, timeout=30.0)
+    assert result.successful, result.reason
     ends = lambda: [m for m in frames if json.loads(m.data).get('end')]  # noqa: E731
     assert probe.spin_until(lambda: ends(), timeout=90.0), proc.log_path.read_text()[-2000:]
     probe.spin_for(0.5)
-    # The first frames may go out before discovery has matched every topic; later ones must
-    # all arrive, degraded and clean with the same stamp. Two files, looped: 6 frames.
+    # Two files, looped, 6 frames: each degraded and clean, with one stamp, and camera_info.
     infos_json = [json.loads(m.data) for m in frames if not json.loads(m.data).get('end')]
     assert json.loads(ends()[0].data)['frames'] == 6
-    late = [info for info in infos_json if info['sequence'] >= 3]
-    assert len(late) == 3 and {info['name'] for info in late} == set(names)
-    for info in late:
+    assert [info['sequence'] for info in infos_json] == list(range(6))
+    assert [info['name'] for info in infos_json] == names * 3
+    for info in infos_json:
         stamp = divmod(info['stamp_ns'], 10**9)
         d, c = find_stamp(degraded, stamp), find_stamp(clean, stamp)
         assert d is not None and c is not None and find_stamp(infos, stamp) is not None

@@ -129,6 +129,8 @@ def test_recorder_scores_each_condition_against_the_clean_frame(clean_image, tmp
     assert det['haze']['raw']['recall'] == pytest.approx(0.5)
     assert det['haze']['restored']['recall'] == pytest.approx(1.0)
     assert det[WEATHER_ROW]['raw']['recall'] == pytest.approx(det['haze']['raw']['recall'])
+    assert summary['recall_recovered']['haze'] == pytest.approx(1.0)
+    assert summary['recall_recovered']['clean'] is None
     iq = summary['restoration']
     assert iq['clean']['restored_identical'] == 1.0 and iq['clean']['restored_psnr'] is None
     assert iq['haze']['restored_psnr'] > iq['haze']['raw_psnr'] + 10
@@ -149,6 +151,7 @@ def test_recorder_scores_each_condition_against_the_clean_frame(clean_image, tmp
     assert set(report['groups']) == {'clean', 'haze'}
     md = files['md'].read_text()
     assert 'dropped.stale 1' in md and '| haze | 3 | 2 |' in md
+    assert '| haze | 2 | 0.500 | 1.000 | 100% |' in md
     strip = cv2.imread(str(files['plot_strip']))
     assert strip.shape[:2] == (2 * 240, 4 * 320)
 

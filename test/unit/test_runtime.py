@@ -109,7 +109,7 @@ def test_bgr_result_is_rgb_result_flipped(pipe, backend):
     qmap = qmap_for(96, 160)
     a = Restorer(settings(backend=backend), pipeline=pipe).restore(rgb, 's', 'rgb', qmap).image
     b = Restorer(settings(backend=backend), pipeline=pipe).restore(
-        rgb[..., ::-1].copy(), 's', 'bgr', qmap).image
+        rgb[..., ::-1], 's', 'bgr', qmap).image  # a negative-stride view is fine too
     assert np.array_equal(a, b[..., ::-1])
 
 
@@ -172,6 +172,7 @@ def test_fully_clean_frame_is_bit_identical_and_skips_the_network(pipe, dtype):
     assert result.image.dtype == frame.dtype and np.array_equal(result.image, frame)
     assert result.image is not frame
     assert result.skipped_fraction == 1.0 and result.windows == 0 and counting.calls == 0
+    assert result.processed_fraction == 0.0
     assert result.timings['model'] == 0.0
 
 
@@ -193,6 +194,7 @@ def test_clean_cells_untouched_and_only_degraded_tiles_run(pipe):
         assert result.timings['model'] > 0 and result.prompts is not None
         if merge:
             assert counting.pixels == h * 128  # exactly the degraded columns
+            assert result.processed_fraction == pytest.approx(128 / 320)
 
 
 def test_skip_border_is_soft(pipe):
@@ -371,3 +373,17 @@ def test_shipped_checkpoint_restores_any_size():
     assert result.image.shape == frame.shape and result.image.dtype == np.uint8
     assert result.prompts is not None and 'haze' in result.prompts.global_prompt.lower()
     assert not np.array_equal(result.image, frame[..., ::-1])
+
+
+def test_thread_setting_applies_to_torch_and_opencv():
+    import cv2
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        Restorer(settings(backend='passthrough', threads=1))
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        with pytest.raises(ValueError, match='threads'):
+            Restorer(settings(backend='passthrough', threads=-1))
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])

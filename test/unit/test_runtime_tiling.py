@@ -165,3 +165,20 @@ def test_classical_restore_with_a_clean_map_changes_nothing():
         classical_restore(img.astype(np.float32))
     with pytest.raises(ValueError, match='quality map is for'):
         classical_restore(img[:100], clean_map)
+
+
+def test_scattered_cells_stay_small_and_merging_is_fast():
+    degraded = np.zeros((17, 30), bool)  # 1080p grid
+    degraded[2, 3] = degraded[9, 20] = degraded[15, 28] = degraded[9, 21] = True
+    windows = plan_windows(degraded, (1080, 1920), CELL, tile_size=256)
+    cores = sorted(w.core for w in windows)
+    assert sum(w.core[2] * w.core[3] for w in windows) == 4 * CELL * CELL
+    assert (576, 1280, 64, 128) in cores  # two touching cells, one window
+    import time
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((17, 30)) < 0.3
+    start = time.perf_counter()
+    for tile in (64, 256):
+        plan_windows(mask, (1080, 1920), CELL, tile_size=tile)
+    assert time.perf_counter() - start < 2.0
