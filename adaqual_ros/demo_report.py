@@ -552,9 +552,9 @@ def write_demo_report(out_dir, summary, strip=None, meta=None, extra=None, plots
     if node:
         pairing = node.get('pairing', {})
         more += [f'The metrics node (its own process) scored {pairing.get("paired")} stamps with '
-                 'raw, restored and clean-frame detections (the `all weather` row above; the '
-                 f'clean pass has no clean/image_raw, so its {pairing.get("pending")} stamps '
-                 'stay unpaired there, along with frames the graph dropped); its report: '
+                 'raw, restored and clean-frame detections (the `all weather` row above); '
+                 f'{pairing.get("pending")} stamps stay unpaired there: the clean pass has no '
+                 'clean/image_raw, and frames the graph dropped miss a partner. Its report: '
                  f'`{node.get("report")}`.', '']
     for key in ('plot_restoration', 'plot_strip'):
         if key in files:

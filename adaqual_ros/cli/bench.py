@@ -52,6 +52,8 @@ def add_arguments(parser):
                              "'paper') instead of a checkpoint (same cost, no weights needed)")
     parser.add_argument('--quality-backend', default='learned',
                         help="quality estimator: 'learned', 'classical' or 'deqa'")
+    parser.add_argument('--quality-model-path', default='',
+                        help='quality estimator weights folder (default: shipped)')
     parser.add_argument('--steps', type=int, default=2, help='DDIM steps')
     parser.add_argument('--tile-size', type=int, default=None, help='tile size in pixels')
     parser.add_argument('--skip-threshold', type=float, default=None,
@@ -265,7 +267,8 @@ def _base_settings(args):
 
     changes = {'device': args.device, 'half': not args.no_half, 'compile': args.compile,
                'threads': args.threads, 'model_path': args.model_path, 'steps': args.steps,
-               'quality_backend': args.quality_backend}
+               'quality_backend': args.quality_backend,
+               'quality_model_path': args.quality_model_path}
     if args.tile_size is not None:
         changes['tile_size'] = args.tile_size
     if args.skip_threshold is not None:
@@ -370,26 +373,31 @@ def _side_by_side(base, backend, pipeline, streams, truth, warmup, degraded_rec,
     full, _ = _restorer(base, backend, pipeline, skip_threshold=5.01)
     a = run_stream(adaptive, streams['half_clean'], f'half-{tag}', warmup, truth['half_clean'])
     f = run_stream(full, streams['half_clean'], f'half-{tag}', warmup, truth['half_clean'])
-    no_cache, _ = _restorer(base, backend, pipeline,
-                            cache=base.cache.__class__(**{**vars(base.cache), 'enabled': False}))
-    # With ground-truth maps there is no estimation to cache: the ratio is then ~1 by design.
-    off = run_stream(no_cache, streams['degraded'], f'degraded-{tag}', warmup,
-                     truth['degraded'])
-    for r in (adaptive, full, no_cache):
-        r.close()
-    return {
+    adaptive.close()
+    full.close()
+    out = {
         'adaptive_speedup': _ratio(f['ms_per_frame'], a['ms_per_frame']),
         'adaptive_speedup_cpu': _ratio(f['cpu_ms_per_frame'], a['cpu_ms_per_frame']),
         'half_clean_processed_fraction': a['processed_fraction'],
         'half_clean_adaptive_ms': a['ms_per_frame'],
         'half_clean_full_frame_ms': f['ms_per_frame'],
         'half_clean_skipped_fraction': a['skipped_fraction'],
+        'cache_speedup': None, 'cache_speedup_cpu': None,
+    }
+    if truth['degraded'] is not None:
+        return out  # given maps: there is no estimation for a cache to save
+    no_cache, _ = _restorer(base, backend, pipeline,
+                            cache=base.cache.__class__(**{**vars(base.cache), 'enabled': False}))
+    off = run_stream(no_cache, streams['degraded'], f'degraded-{tag}', warmup)
+    no_cache.close()
+    out.update({
         'cache_speedup': _ratio(off['ms_per_frame'], degraded_rec['ms_per_frame']),
         'cache_speedup_cpu': _ratio(off['cpu_ms_per_frame'], degraded_rec['cpu_ms_per_frame']),
         'cache_off_ms': off['ms_per_frame'],
         'cache_on_ms': degraded_rec['ms_per_frame'],
         'cache_on_hit_rate': degraded_rec['cache_hit_rate'],
-    }
+    })
+    return out
 
 
 def _headline_ratios(details, backends):

@@ -127,10 +127,13 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f'image must be (B, 3, H, W), got {tuple(image.shape)}')
         x = image
-        if self.config.highpass:
-            x = torch.cat([x, self._highpass(x)], dim=1)
+        hp = self._highpass(x) if self.config.highpass else None
         if self.config.downscale > 1:
             x = F.avg_pool2d(x, self.config.downscale, ceil_mode=True)
+            hp = None if hp is None else F.avg_pool2d(hp, self.config.downscale, ceil_mode=True)
+        if hp is not None:
+            # Concatenating after the pool touches a quarter of the pixels.
+            x = torch.cat([x, hp], dim=1)
         u = self.config.unshuffle
         ph, pw = (-x.shape[2]) % u, (-x.shape[3]) % u
         if ph or pw:
@@ -162,8 +165,16 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
             spatial[2, 0, 1], spatial[2, 2, 1] = -1.0, 1.0
             kernel = (spatial[:, None] * lum[None, :, None, None]).to(image.device, image.dtype)
             self._hp_kernel = kernel
-        padded = F.pad(image, (1, 1, 1, 1), mode='replicate')
-        return F.conv2d(padded, kernel).abs()
+        hp = F.conv2d(image, kernel, padding=1).abs_()
+        # Zero padding is wrong on the one-pixel frame border; copying the neighbouring row and
+        # column approximates replicate padding without a padded copy of the whole frame.
+        if hp.shape[2] > 2:
+            hp[:, :, 0] = hp[:, :, 1]
+            hp[:, :, -1] = hp[:, :, -2]
+        if hp.shape[3] > 2:
+            hp[:, :, :, 0] = hp[:, :, :, 1]
+            hp[:, :, :, -1] = hp[:, :, :, -2]
+        return hp
 
     def to_cells(self, scores, type_logits, image_size, cell=None):
         """
@@ -201,8 +212,10 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
             out = [None] * len(frames)
             for shape, idx in groups.items():
                 batch = np.stack([frames[i] for i in idx])
-                x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2)
-                x = x.to(self.dtype) / 255.0
+                # Convert while still HWC-contiguous; the permuted view is channels_last, which
+                # pooling and convolution read directly (no strided copy of the full frame).
+                x = torch.from_numpy(batch).to(self.device, self.dtype).mul_(1.0 / 255.0)
+                x = x.permute(0, 3, 1, 2)
                 scores, logits = self(x)
                 cs, cp = self.to_cells(scores.float(), logits.float(), shape[:2])
                 cs, cp = cs.cpu().numpy(), cp.cpu().numpy()

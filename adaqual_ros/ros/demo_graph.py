@@ -206,8 +206,12 @@ class Conductor:
         for topic, stream in (('image_raw', 'raw'), ('clean/image_raw', 'clean'),
                               ('restored/image_raw', 'restored')):
             sub(Image, self.topic(topic), lambda m, s=stream: self._on_image(s, m), reliable)
-        sub(Image, self.topic('restored/quality_map'), self._on_quality, reliable)
-        sub(String, self.topic('restored/prompts'), self._on_restoration, deep)
+        # The restoration node's per-frame outputs: DESIGN.md names them restored/quality_map
+        # and restored/prompts, the node now publishes quality_map and prompts; listen to both
+        # (the recorder keys by stamp, so a frame seen twice counts once).
+        for prefix in ('', 'restored/'):
+            sub(Image, self.topic(prefix + 'quality_map'), self._on_quality, reliable)
+            sub(String, self.topic(prefix + 'prompts'), self._on_restoration, deep)
         if detection:
             for _, stream in DETECTORS.values():
                 sub(String, self.topic(f'{stream}/detections'),

@@ -13,21 +13,32 @@ Topics (relative, so namespaces and remapping work; run one node per stream, e.g
 
 Inference runs on a worker thread fed through a one-slot mailbox (the newest frame wins; replaced
 frames are dropped as 'stale'). With nobody listening, frames are not run through the model.
+
+Bad input never stops the node: every received frame ends published or dropped with a reason
+(`dropped.<reason>` in diagnostics, one warning per reason every 5 s): unknown_encoding,
+bad_data (data shorter than step * height), empty_frame, unsupported_encoding, non_finite
+(NaN/Inf in a float image), decode_error (compressed), duplicate_stamp, detect_error, stale,
+no_subscribers. Frames it still serves but counts as `event.<name>`: out_of_order_stamp,
+resolution_changed, downscaled (over `max_pixels`), model_load_failed (a run-time model or device
+change that does not load: the previous detector keeps serving). A model that does not load at
+start is fatal: the node logs why and exits with code 1.
 """
 import json
 import sys
 import threading
 import time
 
+import cv2
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
+from rclpy.logging import get_logger
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from adaqual_ros.detection.yolo import Detector, draw_detections, find_detector
-from adaqual_ros.io.codec import ImageCodecError
+from adaqual_ros.io.codec import ImageCodecError, encoding_info
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
 from adaqual_ros.ros.params import DETECTION_PARAMS, ParamBinding, parse_classes
@@ -44,6 +55,14 @@ _INPUT_DEPTH = 5
 _LOG_EVERY_S = 5.0
 # Changing these needs a new model object; the others are set on the loaded one.
 _RELOAD_KEYS = ('model', 'device', 'half')
+
+
+class FrameRejected(Exception):
+    """A frame that cannot be used; `reason` names its `dropped.<reason>` counter."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
 
 
 class _Mailbox:
@@ -129,13 +148,19 @@ class DetectionNode(Node):
         self._image_qos_key = None
         self._detector = None
         self._detector_key = None
+        self._failed_key = None
+        self._last_stamp = None
+        self._last_size = None
+        self._warned = {}
         self.params = ParamBinding(self, DETECTION_PARAMS, on_change=self._on_params)
-        # Load now so a missing model fails at start with a clear message, not on frame one.
+        # Load (and run once) now, so a model that cannot work fails at start with a clear
+        # message rather than on frame one.
         self._ensure_detector()
         self._make_publishers()
         self._subscribe_image()
         self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
-        self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status)
+        self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
+                                                self.params['diagnostics_period_s'])
         self._mailbox = _Mailbox()
         self._running = True
         self._worker = threading.Thread(target=self._work, name='detection-worker', daemon=True)
@@ -152,17 +177,43 @@ class DetectionNode(Node):
             self._subscribe_image()
         self.get_logger().info(f'parameters changed: {changed}')
 
+    def _load_detector(self, values):
+        path = find_detector(values['model'] or None)
+        if path is None:
+            raise RuntimeError('no model: set the `model` parameter, $ADAQUAL_DETECTOR or '
+                               '$ADAQUAL_ASSETS')
+        try:
+            detector = Detector(path, device=values['device'], half=values['half'])
+            detector.warmup()  # a device that cannot run it fails here, not on a frame
+        except Exception as exc:  # noqa: BLE001 - ultralytics raises many types; say which
+            raise RuntimeError(f'cannot use detector {str(path)!r} on device '
+                               f'{values["device"]!r}: {exc}') from exc
+        return detector
+
     def _ensure_detector(self):
+        """
+        The detector for the current parameters (a new one when model, device or half changed).
+
+        At start a failure raises; later the previous detector keeps serving and the failure is
+        logged and counted once (not retried until those parameters change again).
+        """
         values = self.params.values
         key = tuple(values[k] for k in _RELOAD_KEYS)
-        if self._detector is None or key != self._detector_key:
-            path = find_detector(values['model'] or None)
-            if path is None:
-                raise RuntimeError('detection_node: no model. Set the `model` parameter, '
-                                   '$ADAQUAL_DETECTOR or $ADAQUAL_ASSETS')
-            self._detector = Detector(path, device=values['device'], half=values['half'])
-            self._detector.warmup()
+        if self._detector is None:
+            self._detector = self._load_detector(values)
             self._detector_key = key
+        elif key != self._detector_key and key != self._failed_key:
+            try:
+                self._detector = self._load_detector(values)
+                self._detector_key, self._failed_key = key, None
+                self.get_logger().info(f'detector now {self._detector.path} '
+                                       f'({self._detector.device})')
+            except Exception as exc:  # noqa: BLE001 - keep serving with the loaded detector
+                self._failed_key = key  # not retried until the parameters change again
+                self.stats.record_event('model_load_failed')
+                self.stats.record_error(str(exc))
+                self.get_logger().error(f'{exc}; still detecting with {self._detector.path} '
+                                        f'({self._detector.device})')
         det = self._detector
         det.conf, det.iou, det.imgsz = values['conf'], values['iou'], values['imgsz']
         det.classes, det.max_det = parse_classes(values['classes']), values['max_det']
@@ -226,35 +277,61 @@ class DetectionNode(Node):
             try:
                 self._handle(*item)
             except Exception as exc:  # noqa: BLE001 - keep serving after any one bad frame
+                if not self.context.ok():
+                    return  # shutting down: publishers are gone, nothing to report
                 self.stats.record_dropped('internal_error')
                 self.stats.record_error(f'internal error: {exc!r}')
-                self.get_logger().error(f'frame dropped: {exc!r}',
-                                        throttle_duration_sec=_LOG_EVERY_S)
+                self._warn('internal', f'frame dropped (internal_error): {exc!r}')
+
+    def _warn(self, key, message):
+        """Log a warning at most once per _LOG_EVERY_S for each kind of problem."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._warned[key] = now
+            self.get_logger().warning(message)
+
+    def _drop(self, reason, message):
+        self.stats.record_dropped(reason)
+        self._warn(reason, f'frame dropped ({reason}): {message}')
 
     def _handle(self, msg, received):
         listeners = self._listeners()
         if not any(listeners.values()):
             self.stats.record_dropped('no_subscribers')
             return
+        stamp = (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
+        if stamp != (0, 0) and stamp == self._last_stamp:
+            # A second result for one stamp would be paired twice downstream (metrics).
+            self._drop('duplicate_stamp', f'same stamp {stamp} as the previous frame')
+            return
+        if self._last_stamp is not None and stamp < self._last_stamp:
+            self.stats.record_event('out_of_order_stamp')
+            self._warn('out_of_order', f'stamp {stamp} is older than the previous '
+                       f'{self._last_stamp}; detected anyway')
         t0 = time.perf_counter()
         try:
             rgb = self._decode(msg)
-        except ImageCodecError as exc:
-            self.stats.record_dropped('decode_error')
-            self.stats.record_error(str(exc))
-            self.get_logger().warning(f'cannot decode frame: {exc}',
-                                      throttle_duration_sec=_LOG_EVERY_S)
+        except FrameRejected as exc:
+            self._drop(exc.reason, str(exc))
             return
+        self._last_stamp = stamp
+        size = rgb.shape[:2]
+        if self._last_size is not None and size != self._last_size:
+            self.stats.record_event('resolution_changed')
+            self.get_logger().info(f'resolution changed {self._last_size[1]}x'
+                                   f'{self._last_size[0]} -> {size[1]}x{size[0]}')
+        self._last_size = size
+        small, scale = self._fit(rgb)
         t1 = time.perf_counter()
+        detector = self._ensure_detector()
         try:
-            detector = self._ensure_detector()
-        except Exception as exc:  # noqa: BLE001 - a bad model path set at run time
-            self.stats.record_dropped('model_error')
-            self.stats.record_error(f'cannot load the detector: {exc}')
-            self.get_logger().error(f'cannot load the detector: {exc}',
-                                    throttle_duration_sec=_LOG_EVERY_S)
+            dets = detector.detect(small)
+        except Exception as exc:  # noqa: BLE001 - one failed inference must not stop the node
+            self.stats.record_error(f'detection failed: {exc!r}')
+            self._drop('detect_error', f'detection failed: {exc!r}')
             return
-        dets = detector.detect(rgb)
+        if scale != 1.0:
+            dets = _rescaled(dets, 1.0 / scale, size)
         t2 = time.perf_counter()
         timing = {'decode': (t1 - t0) * 1e3, 'inference': (t2 - t1) * 1e3,
                   'total': (time.monotonic() - received) * 1e3}
@@ -270,23 +347,56 @@ class DetectionNode(Node):
                                     timings={k: timing[k] for k in ('decode', 'inference')})
 
     def _decode(self, msg):
-        """Any Image/CompressedImage -> HxWx3 uint8 RGB (mono expanded, 16-bit scaled)."""
-        rgb, _ = conversions.image_to_rgb(msg)
-        if rgb.dtype == np.uint16:
-            rgb = (rgb >> 8).astype(np.uint8)
-        elif rgb.dtype != np.uint8:
-            finite = np.nan_to_num(rgb.astype(np.float32))
-            peak = float(finite.max()) or 1.0
-            rgb = np.clip(finite / peak * 255.0, 0, 255).astype(np.uint8)
-        if rgb.ndim == 2:
-            rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-        return np.ascontiguousarray(rgb)
+        """
+        Any Image/CompressedImage -> HxWx3 uint8 RGB (mono expanded, 16-bit scaled).
+
+        Raises FrameRejected naming why the message cannot be used.
+        """
+        if isinstance(msg, CompressedImage):
+            try:
+                rgb, _ = conversions.image_to_rgb(msg)
+            except ImageCodecError as exc:
+                raise FrameRejected('decode_error', str(exc)) from None
+            return _to_uint8_rgb(rgb)
+        if msg.height == 0 or msg.width == 0:
+            raise FrameRejected('empty_frame', f'zero-size image {msg.width}x{msg.height}')
+        try:
+            encoding_info(msg.encoding)
+        except ImageCodecError as exc:
+            raise FrameRejected('unknown_encoding', str(exc)) from None
+        try:
+            array = conversions.imgmsg_to_cv2(msg)
+        except ImageCodecError as exc:  # data shorter than step * height, bad step...
+            raise FrameRejected('bad_data', str(exc)) from None
+        if array.dtype.kind == 'f' and not np.isfinite(array).all():
+            bad = int(array.size - np.isfinite(array).sum())
+            raise FrameRejected('non_finite', f'{bad} NaN/Inf value(s) in a {msg.encoding} '
+                                'image')
+        try:
+            rgb, _ = conversions.to_rgb(array, msg.encoding)
+        except ImageCodecError as exc:  # e.g. 32FC3: no colour meaning
+            raise FrameRejected('unsupported_encoding', str(exc)) from None
+        return _to_uint8_rgb(rgb)
+
+    def _fit(self, rgb):
+        """Shrink a frame over `max_pixels` (area filter); return (image, scale)."""
+        height, width = rgb.shape[:2]
+        limit = self.params['max_pixels']
+        if height * width <= limit:
+            return rgb, 1.0
+        scale = (limit / (height * width)) ** 0.5
+        size = (max(1, int(width * scale)), max(1, int(height * scale)))
+        self.stats.record_event('downscaled')
+        self._warn('downscaled', f'{width}x{height} frame is over max_pixels {limit}: '
+                   f'detecting on {size[0]}x{size[1]}')
+        return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), size[0] / width
 
     def _diagnostic_status(self):
         figures = self.stats.snapshot()
         det = self._detector
         figures.update(model=str(det.path) if det else '', device=det.device if det else '',
-                       input_topic=self._input_topic(), vision_msgs=HAVE_VISION_MSGS)
+                       input_topic=self._input_topic(), vision_msgs=HAVE_VISION_MSGS,
+                       namespace=self.get_namespace())
         return build_status(f'{self.get_name()}: detection', det.device if det else '', figures)
 
     def close(self):
@@ -295,19 +405,41 @@ class DetectionNode(Node):
         self._worker.join(timeout=2.0)
 
 
+def _to_uint8_rgb(rgb):
+    if rgb.dtype == np.uint16:
+        rgb = (rgb >> 8).astype(np.uint8)
+    elif rgb.dtype != np.uint8:
+        # Float planes: [0, 1] is the usual scale; anything larger is scaled by its peak.
+        plane = rgb.astype(np.float32)
+        peak = float(plane.max()) if plane.size else 1.0
+        plane = plane / peak if peak > 1.0 else plane
+        rgb = (np.clip(plane, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(rgb)
+
+
+def _rescaled(dets, factor, image_size):
+    """`dets` found on a shrunk frame, in the pixels of the original `image_size` frame."""
+    boxes = np.asarray(dets.boxes, dtype=np.float64) * factor
+    return type(dets)(boxes=boxes, scores=dets.scores, class_ids=dets.class_ids,
+                      names=dets.names, image_size=tuple(image_size), speed_ms=dets.speed_ms)
+
+
 def main(args=None):
     try:
         with rclpy.init(args=args):
-            node = DetectionNode()
+            try:
+                node = DetectionNode()
+            except Exception as exc:  # noqa: BLE001 - report why the node cannot start, exit 1
+                get_logger(NODE_NAME).fatal(f'cannot start: {exc}')
+                return 1
             try:
                 rclpy.spin(node)
             finally:
                 node.close()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (RuntimeError, FileNotFoundError, ValueError) as exc:
-        print(f'detection_node: {exc}', file=sys.stderr)
-        return 1
     return 0
 
 

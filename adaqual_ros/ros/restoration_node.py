@@ -6,9 +6,8 @@ Topics (all relative, so namespaces and remapping work):
 - in  `image_raw` (sensor_msgs/Image) or `image_raw/compressed` (CompressedImage, parameter
   `input_compressed`), and `camera_info`; QoS adopted from the publishers (any driver matches).
 - out `restored/image_raw` (input header and encoding), `restored/camera_info` (header of the
-  restored frame), `restored/quality_map` (32FC1 grid of scores 1-5),
-  `restored/quality_map/visualization` (rgb8, parameter `publish_visualization`) and
-  `restored/prompts` (std_msgs/String, JSON).
+  restored frame), `quality_map` (32FC1 grid of scores 1-5), `quality_map/visualization` (rgb8,
+  parameter `publish_visualization`) and `prompts` (std_msgs/String, JSON).
 - service `~/enable` (std_srvs/SetBool) = parameter `enabled`; `/diagnostics` every
   `diagnostics_period_s` (1 s by default).
 
@@ -208,10 +207,10 @@ class RestorationNode(Node):
         qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])
         wanted = {'image': (Image, 'restored/image_raw'),
                   'info': (CameraInfo, 'restored/camera_info'),
-                  'quality': (Image, 'restored/quality_map'),
-                  'prompts': (String, 'restored/prompts')}
+                  'quality': (Image, 'quality_map'),
+                  'prompts': (String, 'prompts')}
         if self.params['publish_visualization']:
-            wanted['visualization'] = (Image, 'restored/quality_map/visualization')
+            wanted['visualization'] = (Image, 'quality_map/visualization')
         with self._pub_lock:
             for pub in self._outputs.values():
                 self.destroy_publisher(pub)

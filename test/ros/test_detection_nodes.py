@@ -342,3 +342,146 @@ def test_metrics_node_scores_against_label_files(spawn, probe_factory, tmp_path,
     assert got['raw']['images'] == 2 and got['raw']['instances'] == want['instances'] > 2
     assert got['raw']['mAP50'] == pytest.approx(want['mAP50'], abs=1e-9)
     assert 0.0 < got['raw']['recall'] < 1.0
+
+
+# ---- issue 9: bad input and faults, against one detection node process -----------------------
+
+def _accounted(probe):
+    figures = probe.figures()
+    total = sum(int(figures[k]) for k in ('published', 'passed_through', 'dropped', 'pending'))
+    assert int(figures['frames_in']) == total, figures
+    reasons = sum(int(v) for k, v in figures.items() if k.startswith('dropped.'))
+    assert reasons == int(figures['dropped']), figures
+
+
+@pytest.mark.ros
+def test_detection_node_survives_bad_input_and_faults(spawn, probe_factory, asset, tmp_path):
+    """One row of the README's bad-input table per step; the node serves a real frame after."""
+    import cv2
+    from fixtures.restoration_probe import image_msg
+    from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import String
+
+    from adaqual_ros.detection.yolo import Detector
+    from adaqual_ros.io.video import read_image
+    from adaqual_ros.ros.conversions import cv2_to_compressed_imgmsg
+
+    model = asset(DETECTOR)
+    full = read_image(asset(FOGGY))
+    small = np.ascontiguousarray(full[::4, ::4])
+    ns = '/t_detect_bad'
+    junk = tmp_path / 'broken.onnx'
+    junk.write_bytes(b'\x08\x07this is not an onnx model' * 50)
+    proc = spawn('adaqual_ros.ros.detection_node',
+                 *_args(ns, f'model:={model}', 'diagnostics_period_s:=0.25'))
+    # Start-up faults, in their own processes: a missing and an unloadable model.
+    missing = spawn('adaqual_ros.ros.detection_node',
+                    *_args('/t_detect_missing', 'model:=/nonexistent/yolo.onnx'))
+    broken = spawn('adaqual_ros.ros.detection_node', *_args('/t_detect_broken', f'model:={junk}'))
+    probe = probe_factory(ns, 'adaqual_detection')
+    dets = probe.record('detections', String)
+    probe.wait_for_node(timeout=120.0)
+    pub = probe.publisher('image_raw', Image)
+    probe.wait_matched(pub, 'reliable', timeout=30.0)
+    sent = [0]
+
+    def send(msg, counter, publisher=pub, at_least=None):
+        before = probe.figure(counter)
+        sent[0] += 1
+        publisher.publish(msg)
+        probe.wait_figure(counter, before + 1 if at_least is None else at_least, timeout=60.0)
+        probe.wait_settled(sent[0], timeout=60.0)
+
+    def body(stamp):
+        assert probe.spin_until(lambda: _json_for(dets, stamp[0] * 10**9 + stamp[1]),
+                                timeout=30.0), f'no detections for {stamp}'
+        return _json_for(dets, stamp[0] * 10**9 + stamp[1])
+
+    send(image_msg(small, 'rgb8', (10, 0)), 'published')
+    reference = body((10, 0))['detections']
+    assert reference, 'the real frame should have detections'
+
+    unknown = image_msg(small, 'rgb8', (11, 0))
+    unknown.encoding = 'rgb9000'
+    send(unknown, 'dropped.unknown_encoding')
+    short = image_msg(small, 'rgb8', (12, 0))
+    short.data = short.data[:len(short.data) // 2]
+    send(short, 'dropped.bad_data')
+    empty = image_msg(small, 'rgb8', (13, 0))
+    empty.height, empty.width, empty.step, empty.data = 0, 0, 0, []
+    send(empty, 'dropped.empty_frame')
+    depth = np.full((48, 64), 0.5, np.float32)
+    depth[3, 4] = np.nan
+    send(image_msg(depth, '32FC1', (14, 0)), 'dropped.non_finite')
+    depth[3, 4] = np.inf
+    send(image_msg(depth, '32FC1', (14, 500)), 'dropped.non_finite')
+    send(image_msg(np.zeros((8, 8, 3), np.float32), '32FC3', (14, 700)),
+         'dropped.unsupported_encoding')
+
+    send(image_msg(small, 'rgb8', (16, 0)), 'published')
+    send(image_msg(small, 'rgb8', (16, 0)), 'dropped.duplicate_stamp')
+    send(image_msg(small, 'rgb8', (15, 500)), 'event.out_of_order_stamp')
+    assert body((15, 500))['detections'] == reference  # older, yet served
+
+    # A new resolution: counted, and detected at its own size.
+    half = np.ascontiguousarray(full[::2, ::2])
+    send(image_msg(half, 'rgb8', (17, 0)), 'event.resolution_changed')
+    assert body((17, 0))['image_size'] == list(half.shape[:2])
+
+    # 7680x4320: shrunk to max_pixels (3840x2160) before YOLO, boxes in the frame's pixels,
+    # equal to the detector run directly on the same shrunk frame.
+    huge = cv2.resize(full, (7680, 4320), interpolation=cv2.INTER_LINEAR)
+    send(image_msg(huge, 'rgb8', (18, 0)), 'event.downscaled')
+    got = body((18, 0))
+    assert got['image_size'] == [4320, 7680]
+    want = Detector(model).detect(cv2.resize(huge, (3840, 2160), interpolation=cv2.INTER_AREA))
+    assert len(got['detections']) == len(want) > 0
+    np.testing.assert_allclose([d['bbox_xyxy'] for d in got['detections']],
+                               np.asarray(want.boxes) * 2.0, atol=0.1)
+    del huge
+
+    # Faults in the worker: a run-time switch to a model that cannot load (and, without CUDA,
+    # to a device that cannot run): logged, counted, the loaded detector keeps serving.
+    (result,) = probe.set_parameters(model=str(junk))
+    assert result.successful, result.reason
+    send(image_msg(small, 'rgb8', (19, 0)), 'event.model_load_failed')
+    assert body((19, 0))['detections'] == reference
+    assert probe.figures()['model'] == str(model)
+    import torch
+
+    if not torch.cuda.is_available():
+        results = probe.set_parameters(model=str(model), device='cuda:0')
+        assert all(r.successful for r in results), [r.reason for r in results]
+        send(image_msg(small, 'rgb8', (20, 0)), 'event.model_load_failed')
+        assert body((20, 0))['detections'] == reference
+        assert probe.figures()['device'] == 'cpu'
+        assert probe.set_parameters(device='cpu')[0].successful
+    assert probe.set_parameters(model=str(model))[0].successful
+
+    # Compressed input: undecodable bytes are dropped; a real png is detected.
+    assert probe.set_parameters(input_compressed=True)[0].successful
+    cpub = probe.publisher('image_raw/compressed', CompressedImage)
+    probe.wait_matched(cpub, 'reliable', timeout=30.0)
+    garbage = CompressedImage(format='jpeg', data=b'not a jpeg at all')
+    garbage.header.stamp.sec = 21
+    send(garbage, 'dropped.decode_error', cpub)
+    packed = cv2_to_compressed_imgmsg(small, 'png', encoding='rgb8')
+    packed.header.stamp.sec = 22
+    send(packed, 'published', cpub)
+    assert body((22, 0))['detections'] == reference
+
+    assert proc.poll() is None, proc.log_path.read_text()[-3000:]
+    assert int(probe.figure('frames_in')) == sent[0]
+    assert int(probe.figure('errors')) >= 1
+    _accounted(probe)
+    log = proc.log_path.read_text()
+    for reason in ('unknown_encoding', 'bad_data', 'empty_frame', 'non_finite', 'decode_error',
+                   'duplicate_stamp'):
+        # Rate-limited: one warning per reason within 5 s, though non_finite came twice.
+        assert log.count(f'frame dropped ({reason})') == 1, reason
+
+    for start_fault, words in ((missing, 'does not exist'), (broken, 'cannot use detector')):
+        assert start_fault.wait(timeout=120) == 1
+        text = start_fault.log_path.read_text()
+        assert 'cannot start' in text and words in text, text[-2000:]
+        assert 'Traceback' not in text, text[-2000:]

@@ -114,7 +114,7 @@ def test_params_file_loads_through_rcl_and_every_value_is_declared(ros_env, tmp_
     text = (REPO / 'config' / 'params.yaml').read_text()
     data = yaml.safe_load(text)
     # Non-defaults, so the check sees the file's values, not the table's defaults.
-    section = data['adaqual_restoration']['ros__parameters']
+    section = data['/**/adaqual_restoration']['ros__parameters']
     section.update(backend='classical', steps=3)
     section['cache']['max_age_s'] = 2.5
     path = tmp_path / 'params.yaml'
@@ -122,7 +122,8 @@ def test_params_file_loads_through_rcl_and_every_value_is_declared(ros_env, tmp_
     context = Context()
     rclpy.init(context=context, args=['--ros-args', '--params-file', str(path)])
     try:
-        node = rclpy.create_node('adaqual_restoration', context=context)
+        # Namespaced, as under a launch namespace: the file's sections match any namespace.
+        node = rclpy.create_node('adaqual_restoration', namespace='/front', context=context)
         binding = ros_params.ParamBinding(node, ros_params.RESTORATION_PARAMS)
         assert (binding['backend'], binding['steps'], binding['cache.max_age_s']) == (
             'classical', 3, 2.5)
@@ -215,9 +216,9 @@ def test_restored_frames_keep_header_and_match_the_runtime(spawn, probe_factory,
     probe = probe_factory(ns)
     images = probe.record('restored/image_raw', Image)
     infos = probe.record('restored/camera_info', CameraInfo)
-    qmaps = probe.record('restored/quality_map', Image)
-    vis = probe.record('restored/quality_map/visualization', Image)
-    prompts = probe.record('restored/prompts', String)
+    qmaps = probe.record('quality_map', Image)
+    vis = probe.record('quality_map/visualization', Image)
+    prompts = probe.record('prompts', String)
     probe.wait_for_node()
     pub = probe.publisher('image_raw', Image)
     info_pub = probe.publisher('camera_info', CameraInfo)

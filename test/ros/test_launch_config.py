@@ -1,0 +1,272 @@
+"""
+Launch files, config/*.yaml and `adaqual pipeline`: names that exist, parameters that are declared.
+
+The launch files are read as text (their AST): `launch` is not installed here and nothing in the
+tests imports it. `adaqual pipeline` runs for real, as a subprocess starting node subprocesses.
+"""
+import ast
+import json
+import os
+from pathlib import Path
+import re
+import signal
+
+import pytest
+import yaml
+
+from adaqual_ros.ros import params as ros_params
+from adaqual_ros.ros import pipeline_graph
+from adaqual_ros.ros.pipeline_graph import GraphError, check_graph, load_graph
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
+CONFIGS = sorted((REPO / 'config').glob('*.yaml'))
+GRAPH = REPO / 'config' / 'pipeline.yaml'
+DETECTOR = 'models/yolov8n_int8.onnx'
+FOGGY = 'data/dawn_fog_dev/images/foggy-001.jpg'
+
+
+def console_scripts():
+    """{script: 'module:function'} from setup.py's entry_points, read without running it."""
+    tree = ast.parse((REPO / 'setup.py').read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == 'console_scripts':
+                    items = ast.literal_eval(value)
+                    return dict(item.replace(' ', '').split('=', 1) for item in items)
+    raise AssertionError('no console_scripts in setup.py')
+
+
+def launch_calls(path, func='Node'):
+    """The keyword arguments (source text per name) of every `func(...)` call in a file."""
+    tree = ast.parse(path.read_text())
+    calls = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == func:
+            calls.append({kw.arg: kw.value for kw in node.keywords})
+    return calls
+
+
+def test_launch_files_name_only_installed_executables():
+    scripts = console_scripts()
+    assert {'restoration_node', 'detection_node', 'metrics_node', 'camera_player'} <= set(scripts)
+    names = {p.name for p in LAUNCH_FILES}
+    assert {'adaqual.launch.py', 'adaqual_pipeline.launch.py'} <= names
+    for path in LAUNCH_FILES:
+        tree = ast.parse(path.read_text())
+        assert any(isinstance(n, ast.FunctionDef) and n.name == 'generate_launch_description'
+                   for n in tree.body), path.name
+        for call in launch_calls(path):
+            assert call['package'].value == 'adaqual_ros', path.name
+            executable = call['executable']
+            if isinstance(executable, ast.Constant):
+                assert executable.value in scripts, (path.name, executable.value)
+            else:
+                # Taken from the graph file: those names are checked just below.
+                assert 'load_graph' in path.read_text(), path.name
+    # The pipeline launch file and `adaqual pipeline` take their executables from the graph.
+    for node in load_graph(GRAPH).nodes:
+        assert node.executable in scripts, node.executable
+    # ... and `adaqual pipeline` runs each as `python -m module`: the module setup.py names.
+    for script, (module, table) in pipeline_graph.EXECUTABLES.items():
+        assert scripts[script] == f'{module}:main'
+        assert table in ros_params.NODE_TABLES
+
+
+def test_launch_parameter_overrides_are_declared():
+    declared = set(ros_params.spec_map(ros_params.RESTORATION_PARAMS))
+    for path in LAUNCH_FILES:
+        for name in re.findall(r'\{key: arg\(key\) for key in \(([^)]*)\)', path.read_text()):
+            for key in ast.literal_eval(f'({name})'):
+                assert key in declared, (path.name, key)
+    # The pipeline launch file sets parameters by name on nodes of the graph: each is declared.
+    text = (REPO / 'launch' / 'adaqual_pipeline.launch.py').read_text()
+    setters = re.findall(r"\['(\w+)'\] = arg\(", text)
+    setters += re.findall(r"\{'(\w+)': arg\(", text)
+    assert setters, 'no parameter set in the pipeline launch file'
+    every = {name for _, specs in ros_params.NODE_TABLES.values() for name in
+             ros_params.spec_map(specs)}
+    for key in setters:
+        assert key in every, key
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+def test_every_config_parameter_is_declared_by_its_node(path):
+    data = yaml.safe_load(path.read_text())
+    if 'nodes' in data:  # a graph file
+        graph = load_graph(path, enable=list(data['nodes']),
+                           overrides={'player': {'source': str(REPO)}})
+        assert check_graph(graph) == []
+        assert len({n.fqn for n in graph.nodes}) == len(graph.nodes)
+    else:
+        assert ros_params.check_params_file(path) == []
+        for key in data:
+            assert key.startswith('/**/'), f'{key}: would only match the root namespace'
+
+
+def test_graph_file_checks_and_overrides(tmp_path):
+    graph = load_graph(GRAPH, namespace='front', overrides={'detect_raw': {'conf': 0.4}})
+    assert graph.namespace == '/front'
+    raw, restored = graph['detect_raw'], graph['detect_restored']
+    assert (raw.fqn, restored.fqn) == ('/front/raw/adaqual_detection',
+                                       '/front/restored/adaqual_detection')
+    assert raw.remaps['image_raw'] == '/front/image_raw' and raw.parameters['conf'] == 0.4
+    assert [n.key for n in graph.enabled()] == ['restoration', 'detect_raw', 'detect_restored',
+                                                'metrics']
+    assert graph['restoration'].params_files == [REPO / 'config' / 'params.yaml']
+    pipeline_graph.retarget_image(graph, '/cam/image_raw')
+    assert raw.remaps['image_raw/compressed'] == '/cam/image_raw/compressed'
+    assert pipeline_graph.parse_overrides(['restoration.steps=3', "a.b='7'", 'a.c=']) == {
+        'restoration': {'steps': 3}, 'a': {'b': '7', 'c': ''}}
+    with pytest.raises(GraphError, match='NODE.PARAM=VALUE'):
+        pipeline_graph.parse_overrides(['backend=classical'])
+    with pytest.raises(GraphError, match="no node 'nope'"):
+        load_graph(GRAPH, overrides={'nope': {'x': 1}})
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('nodes:\n  a: {executable: restoration_node, parameters: {stepz: 2, '
+                   'steps: 0}}\n  b: {executable: restoration_node, name: a}\n'
+                   '  c: {executable: yolo_node}\n')
+    problems = '\n'.join(check_graph(load_graph(bad)))
+    assert "parameter 'stepz' is not declared by restoration_node" in problems
+    assert 'steps must be in [1, 50]' in problems
+    assert 'nodes a and b are both /a' in problems
+    assert "unknown executable 'yolo_node'" in problems
+    bad.write_text('nodes:\n  a: {executable: restoration_node, remap: {}}\n')
+    with pytest.raises(GraphError, match=r"unknown keys \['remap'\]"):
+        load_graph(bad)
+
+
+@pytest.mark.ros
+def test_node_argv_applies_params_file_then_graph_values(ros_env, tmp_path):
+    """The command line of a graph node, given to rcl: file values, then the graph's on top."""
+    import rclpy
+    from rclpy.context import Context
+
+    data = yaml.safe_load((REPO / 'config' / 'params.yaml').read_text())
+    section = data['/**/adaqual_detection']['ros__parameters']
+    section.update(iou=0.55, conf=0.3)  # not the defaults, so the file's values are seen
+    params = tmp_path / 'params.yaml'
+    params.write_text(yaml.safe_dump(data))
+    graph = load_graph(GRAPH, params_file=str(params), overrides={'detect_raw': {'conf': 0.4}})
+    argv = pipeline_graph.node_argv(graph['detect_raw'])
+    assert argv[1:3] == ['-m', 'adaqual_ros.ros.detection_node']
+    assert argv.index('--params-file') < argv.index('-p')
+    context = Context()
+    rclpy.init(context=context, args=argv[3:])
+    try:
+        node = rclpy.create_node('placeholder', context=context)
+        assert node.get_fully_qualified_name() == '/adaqual/raw/adaqual_detection'
+        binding = ros_params.ParamBinding(node, ros_params.DETECTION_PARAMS)
+        assert (binding['iou'], binding['conf']) == (0.55, 0.4)
+        # The remap points the raw detector at the graph's camera topic.
+        assert node.resolve_topic_name('image_raw') == '/adaqual/image_raw'
+        assert node.resolve_topic_name('detections') == '/adaqual/raw/detections'
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def _pids(log_text):
+    return [int(p) for p in re.findall(r', pid (\d+)\)', log_text)]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.ros
+def test_adaqual_pipeline_brings_the_graph_up_and_stops_on_sigint(spawn, ros_env, asset,
+                                                                  tmp_path):
+    from fixtures.restoration_probe import Probe, find_stamp, image_msg
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from adaqual_ros.io.video import read_image
+
+    model = asset(DETECTOR)
+    rgb = read_image(asset(FOGGY))[::4, ::4]  # a small real frame keeps YOLO quick
+    ns = '/t_pipeline'
+    report = tmp_path / 'report'
+    proc = spawn('adaqual_ros.cli.main', 'pipeline', '--params', str(GRAPH), '--namespace', ns,
+                 '--detector', str(model), '--log-dir', str(tmp_path / 'logs'),
+                 '--set', 'restoration.backend=classical',
+                 '--set', 'restoration.quality_backend=classical',
+                 '--set', 'restoration.device=cpu', '--set', 'restoration.threads=1',
+                 '--set', f'metrics.report_dir={report}', '--set', 'metrics.plots=false')
+    probe = Probe(ns)
+    try:
+        restored = probe.record('restored/image_raw', Image)
+        dets = {s: probe.record(f'{s}/detections', String) for s in ('raw', 'restored')}
+        pub = probe.publisher('image_raw', Image)
+
+        def log():
+            return proc.log_path.read_text()[-3000:]
+        assert probe.spin_until(lambda: 'graph up' in proc.log_path.read_text()
+                                or proc.poll() is not None, timeout=150.0), log()
+        assert proc.poll() is None, log()
+        # Both the restoration node and the raw detector read image_raw.
+        assert probe.spin_until(lambda: pub.get_subscription_count() >= 2, 30.0), log()
+        probe.wait_matched(pub, 'reliable', timeout=30.0)
+        stamp = (1_700_000_321, 5)
+        msg = image_msg(rgb, 'rgb8', stamp, frame_id='front_camera')
+
+        def done():
+            return (find_stamp(restored, stamp) is not None
+                    and all(_stamp_in(dets[s], stamp) for s in dets))
+        assert probe.spin_until(lambda: (pub.publish(msg), done())[1], timeout=90.0), log()
+        out = find_stamp(restored, stamp)
+        assert (out.height, out.width, out.encoding, out.header.frame_id) == (
+            *rgb.shape[:2], 'rgb8', 'front_camera')
+        for stream in dets:
+            body = _stamp_in(dets[stream], stamp)
+            assert body['image_size'] == list(rgb.shape[:2]) and body['model'] == model.name
+    finally:
+        probe.close()
+    pids = _pids(proc.log_path.read_text())
+    assert len(pids) == 4
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=45) == 0, log()
+    text = proc.log_path.read_text()
+    codes = dict(re.findall(r'(\w+) (-?\d+)', text.split('stopped: ', 1)[1].splitlines()[0]))
+    assert codes == {'restoration': '0', 'detect_raw': '0', 'detect_restored': '0',
+                     'metrics': '0'}, text[-2000:]
+    assert not [pid for pid in pids if _alive(pid)], 'node processes left behind'
+    # The metrics node wrote its report on the way down (report_on_shutdown).
+    assert json.loads((report / 'report.json').read_text())
+
+
+def _stamp_in(messages, stamp):
+    want = stamp[0] * 10**9 + stamp[1]
+    for msg in messages:
+        body = json.loads(msg.data)
+        if body.get('stamp_ns') == want:
+            return body
+    return None
+
+
+@pytest.mark.ros
+def test_adaqual_pipeline_stops_the_graph_when_a_node_dies(spawn, tmp_path):
+    junk = tmp_path / 'broken.onnx'
+    junk.write_bytes(b'not an onnx model' * 10)
+    graph = tmp_path / 'graph.yaml'
+    graph.write_text(yaml.safe_dump({
+        'namespace': '/t_pipeline_dies',
+        'params_file': str(REPO / 'config' / 'params.yaml'),
+        'nodes': {'metrics': {'executable': 'metrics_node', 'name': 'adaqual_metrics',
+                              'parameters': {'report_on_shutdown': False}},
+                  'detect': {'executable': 'detection_node', 'name': 'adaqual_detection',
+                             'parameters': {'model': str(junk)}}}}))
+    proc = spawn('adaqual_ros.cli.main', 'pipeline', '--params', str(graph),
+                 '--log-dir', str(tmp_path / 'logs'))
+    assert proc.wait(timeout=120) == 1
+    text = proc.log_path.read_text()
+    assert 'node detect exited with code 1' in text, text
+    codes = dict(re.findall(r'(\w+) (-?\d+)', text.split('stopped: ', 1)[1].splitlines()[0]))
+    assert codes == {'metrics': '0', 'detect': '1'}, text
+    assert 'cannot use detector' in (tmp_path / 'logs' / 'detect.log').read_text()
+    assert not [pid for pid in _pids(text) if _alive(pid)]
