@@ -152,29 +152,23 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         Full-resolution fine-structure energy: |residual|, |d/dx|, |d/dy| of luminance.
 
         Pooling raw pixels blurs a one-pixel rain streak or snow speck away; pooling these
-        magnitudes keeps its energy and orientation (streaks are mostly vertical). One fixed
-        3x3 convolution computes all three from RGB.
+        magnitudes keeps its energy and orientation (streaks are mostly vertical).
         """
-        kernel = self._hp_kernel
-        if kernel is None or kernel.device != image.device or kernel.dtype != image.dtype:
-            lum = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
-            spatial = torch.zeros(3, 3, 3, dtype=torch.float64)
+        kernels = self._hp_kernel
+        if kernels is None or kernels[0].device != image.device or \
+                kernels[0].dtype != image.dtype:
+            lum = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            spatial = torch.zeros(3, 1, 3, 3)
             spatial[0] = -4.0 / 9.0
-            spatial[0, 1, 1] += 4.0  # 4 x (pixel - 3x3 mean)
-            spatial[1, 1, 0], spatial[1, 1, 2] = -1.0, 1.0
-            spatial[2, 0, 1], spatial[2, 2, 1] = -1.0, 1.0
-            kernel = (spatial[:, None] * lum[None, :, None, None]).to(image.device, image.dtype)
-            self._hp_kernel = kernel
-        hp = F.conv2d(image, kernel, padding=1).abs_()
-        # Zero padding is wrong on the one-pixel frame border; copying the neighbouring row and
-        # column approximates replicate padding without a padded copy of the whole frame.
-        if hp.shape[2] > 2:
-            hp[:, :, 0] = hp[:, :, 1]
-            hp[:, :, -1] = hp[:, :, -2]
-        if hp.shape[3] > 2:
-            hp[:, :, :, 0] = hp[:, :, :, 1]
-            hp[:, :, :, -1] = hp[:, :, :, -2]
-        return hp
+            spatial[0, 0, 1, 1] += 4.0  # 4 x (pixel - 3x3 mean)
+            spatial[1, 0, 1, 0], spatial[1, 0, 1, 2] = -1.0, 1.0
+            spatial[2, 0, 0, 1], spatial[2, 0, 2, 1] = -1.0, 1.0
+            kernels = tuple(k.to(image.device, image.dtype) for k in (lum, spatial))
+            self._hp_kernel = kernels
+        # Luminance first, so the padded copy has one channel instead of three.
+        lum = F.conv2d(image, kernels[0])
+        padded = F.pad(lum, (1, 1, 1, 1), mode='replicate')
+        return F.conv2d(padded, kernels[1]).abs_()
 
     def to_cells(self, scores, type_logits, image_size, cell=None):
         """
@@ -199,7 +193,7 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         values = values / weight
         return values[:, 0], values[:, 1:].permute(0, 2, 3, 1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _estimate_grids(self, frames):
         was_training = self.training
         self.eval()
@@ -214,7 +208,7 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
                 batch = np.stack([frames[i] for i in idx])
                 # Convert while still HWC-contiguous; the permuted view is channels_last, which
                 # pooling and convolution read directly (no strided copy of the full frame).
-                x = torch.from_numpy(batch).to(self.device, self.dtype).mul_(1.0 / 255.0)
+                x = torch.from_numpy(batch).to(self.device).to(self.dtype).mul_(1.0 / 255.0)
                 x = x.permute(0, 3, 1, 2)
                 scores, logits = self(x)
                 cs, cp = self.to_cells(scores.float(), logits.float(), shape[:2])
