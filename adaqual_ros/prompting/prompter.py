@@ -73,6 +73,8 @@ class Prompter:
 
     def build(self, qmap):
         """Return the PromptSet of one QualityMap."""
+        if not (np.isfinite(qmap.scores).all() and np.isfinite(qmap.type_probs).all()):
+            raise ValueError('quality map holds non-finite scores or type probabilities')
         scores = np.clip(qmap.scores, 1.0, 5.0)
         sev = (5.0 - scores) / 4.0
         budgets = token_budget(scores, self.c_min, self.c_max, self.curve)

@@ -213,6 +213,9 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         q_in, t_in = scores, types
         if self.estimator_name and rng.random() < self.estimator_prob:
             q_in, t_in = self._estimate(s.degraded)
+            if not (np.isfinite(q_in).all() and np.isfinite(t_in).all()):
+                # an estimator failure must not poison the batch: this crop keeps the truth
+                q_in, t_in = scores, types
         elif self.quality_jitter > 0 and rng.random() < 0.5:
             q_in = np.clip(scores + rng.normal(0, self.quality_jitter, scores.shape), 1, 5)
             t_in = np.clip(types + rng.normal(0, self.quality_jitter * 0.4, types.shape), 0, 1)
