@@ -7,7 +7,7 @@ and the clean stream, stage by stage, and measures peak memory. In the same run 
 ratios: clean / degraded frame cost, adaptive vs full-frame processing of a half-clean frame, and
 quality cache on vs off. Writes DIR/bench.json and prints a table. Runs unchanged on CUDA.
 
-    adaqual bench --out /tmp/bench --frames 10 --resolutions 640x480 --backends adaqual,classical
+    adaqual bench --out bench_out --frames 10 --resolutions 640x480 --backends adaqual,classical
 """
 import json
 import os

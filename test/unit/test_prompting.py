@@ -120,3 +120,10 @@ def test_ablation_prompt_sets():
     s = shuffle_prompts(p, np.random.default_rng(0))
     assert sorted(s.flat_local()) == sorted(p.flat_local())
     assert s.flat_local() != p.flat_local()
+
+
+def test_non_finite_quality_is_rejected():
+    qmap = _random_map(np.random.default_rng(3), 1, 2)
+    qmap.scores[0, 1] = np.nan
+    with pytest.raises(ValueError, match='non-finite'):
+        build_prompts(qmap)
