@@ -21,7 +21,7 @@ SUBCOMMANDS = {
     'demo': ('adaqual_ros.cli.demo', 'end-to-end ROS 2 demo with a detection report'),
     'soak': ('adaqual_ros.cli.soak', 'long run of the restoration node with accounting'),
     'pipeline': ('adaqual_ros.cli.pipeline',
-                 'start the ROS 2 graph (restoration, YOLO raw + restored, metrics) without launch'),
+                 'start the ROS 2 graph (restoration, YOLO, metrics) without launch'),
 }
 
 
