@@ -41,6 +41,7 @@ from adaqual_ros.detection.yolo import Detector, draw_detections, find_detector
 from adaqual_ros.io.codec import ImageCodecError, encoding_info
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
+from adaqual_ros.ros.node_parts import Mailbox, Outputs
 from adaqual_ros.ros.params import DETECTION_PARAMS, ParamBinding, parse_classes
 from adaqual_ros.ros.qos import describe_qos, publisher_qos, qos_key, subscriber_qos
 
@@ -63,31 +64,6 @@ class FrameRejected(Exception):
     def __init__(self, reason, message):
         super().__init__(message)
         self.reason = reason
-
-
-class _Mailbox:
-    """One slot holding the newest item; `put` returns the item it replaced (or None)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item = None
-
-    def put(self, item):
-        with self._cond:
-            replaced, self._item = self._item, item
-            self._cond.notify()
-            return replaced
-
-    def take(self, timeout):
-        with self._cond:
-            if self._item is None:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def wake(self):
-        with self._cond:
-            self._cond.notify_all()
 
 
 def stamp_ns(header):
@@ -142,8 +118,7 @@ class DetectionNode(Node):
     def __init__(self, node_name=NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self.stats = FrameStats()
-        self._pub_lock = threading.RLock()
-        self._outputs = {}
+        self._outputs = Outputs(self)
         self._image_sub = None
         self._image_qos_key = None
         self._detector = None
@@ -161,7 +136,7 @@ class DetectionNode(Node):
         self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
         self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
                                                 self.params['diagnostics_period_s'])
-        self._mailbox = _Mailbox()
+        self._mailbox = Mailbox()
         self._running = True
         self._worker = threading.Thread(target=self._work, name='detection-worker', daemon=True)
         self._worker.start()
@@ -246,21 +221,13 @@ class DetectionNode(Node):
             wanted['array'] = (Detection2DArray, 'detections/array')
         if self.params['publish_annotated']:
             wanted['image'] = (Image, 'detections/image')
-        with self._pub_lock:
-            for pub in self._outputs.values():
-                self.destroy_publisher(pub)
-            self._outputs = {k: self.create_publisher(t, topic, qos)
-                                for k, (t, topic) in wanted.items()}
+        self._outputs.rebuild(wanted, qos)
 
     def _listeners(self):
-        with self._pub_lock:
-            return {k: pub.get_subscription_count() for k, pub in self._outputs.items()}
+        return self._outputs.listeners()
 
     def _publish(self, key, msg):
-        with self._pub_lock:
-            pub = self._outputs.get(key)
-            if pub is not None:
-                pub.publish(msg)
+        self._outputs.publish(key, msg)
 
     # ---- callbacks and worker ------------------------------------------------------------
 
@@ -401,7 +368,7 @@ class DetectionNode(Node):
 
     def close(self):
         self._running = False
-        self._mailbox.wake()
+        self._mailbox.close()
         self._worker.join(timeout=2.0)
 
 

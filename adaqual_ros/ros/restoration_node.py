@@ -35,6 +35,7 @@ from std_srvs.srv import SetBool
 from adaqual_ros.io.codec import ImageCodecError, encoding_info
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
+from adaqual_ros.ros.node_parts import Mailbox, Outputs
 from adaqual_ros.ros.params import RESTORATION_PARAMS, ParamBinding, settings_from_params
 from adaqual_ros.ros.qos import describe_qos, publisher_qos, qos_key, subscriber_qos
 from adaqual_ros.runtime import InvalidFrameError, Restorer
@@ -46,33 +47,6 @@ _NODE_ONLY = {'enabled', 'max_rate_hz', 'max_pixels', 'input_compressed',
               'diagnostics_period_s'}
 _INPUT_DEPTH = 5
 _LOG_EVERY_S = 5.0
-
-
-class _Mailbox:
-    """One slot holding the newest item; `put` returns the item it replaced (or None)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item = None
-        self._closed = False
-
-    def put(self, item):
-        with self._cond:
-            replaced, self._item = self._item, item
-            self._cond.notify()
-            return replaced
-
-    def take(self, timeout):
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self):
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
 
 
 class FrameRejected(Exception):
@@ -103,8 +77,7 @@ class RestorationNode(Node):
     def __init__(self, node_name=NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self.stats = FrameStats()
-        self._pub_lock = threading.RLock()
-        self._outputs = {}
+        self._outputs = Outputs(self)
         self._image_sub = None
         self._image_qos_key = None
         self._last_stamp = None
@@ -142,7 +115,7 @@ class RestorationNode(Node):
         self.create_service(SetBool, '~/enable', self._on_enable)
         self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
                                                 self.params['diagnostics_period_s'])
-        self._mailbox = _Mailbox()
+        self._mailbox = Mailbox()
         self._running = True
         self._worker = threading.Thread(target=self._work, name='restoration-worker', daemon=True)
         self._worker.start()
@@ -211,21 +184,13 @@ class RestorationNode(Node):
                   'prompts': (String, 'prompts')}
         if self.params['publish_visualization']:
             wanted['visualization'] = (Image, 'quality_map/visualization')
-        with self._pub_lock:
-            for pub in self._outputs.values():
-                self.destroy_publisher(pub)
-            self._outputs = {key: self.create_publisher(t, topic, qos)
-                                for key, (t, topic) in wanted.items()}
+        self._outputs.rebuild(wanted, qos)
 
     def _listeners(self):
-        with self._pub_lock:
-            return {key: pub.get_subscription_count() for key, pub in self._outputs.items()}
+        return self._outputs.listeners()
 
     def _publish(self, key, msg):
-        with self._pub_lock:
-            pub = self._outputs.get(key)
-            if pub is not None:
-                pub.publish(msg)
+        self._outputs.publish(key, msg)
 
     # ---- callbacks (executor thread: cheap only) -------------------------------------------
 

@@ -1,0 +1,65 @@
+"""Pieces the image-processing nodes share: the newest-frame mailbox and the output set."""
+import threading
+
+
+class Mailbox:
+    """
+    One slot holding the newest item; `put` returns the item it replaced (or None).
+
+    The executor thread puts, a worker thread takes: the executor never waits on the work, and a
+    frame replaced before the worker took it is the caller's to count as stale.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self._closed = False
+
+    def put(self, item):
+        with self._cond:
+            replaced, self._item = self._item, item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout):
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self):
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class Outputs:
+    """
+    A node's publishers by key, rebuilt as a set when QoS or optional outputs change.
+
+    The lock lets the worker thread publish while a parameter callback swaps the publishers.
+    """
+
+    def __init__(self, node):
+        self._node = node
+        self._lock = threading.RLock()
+        self._pubs = {}
+
+    def rebuild(self, wanted, qos):
+        """Replace all publishers with `wanted` = {key: (msg_type, topic)} at `qos`."""
+        with self._lock:
+            for pub in self._pubs.values():
+                self._node.destroy_publisher(pub)
+            self._pubs = {key: self._node.create_publisher(t, topic, qos)
+                          for key, (t, topic) in wanted.items()}
+
+    def listeners(self):
+        with self._lock:
+            return {key: pub.get_subscription_count() for key, pub in self._pubs.items()}
+
+    def publish(self, key, msg):
+        with self._lock:
+            pub = self._pubs.get(key)
+            if pub is not None:
+                pub.publish(msg)
