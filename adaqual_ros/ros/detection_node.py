@@ -41,9 +41,9 @@ from adaqual_ros.detection.yolo import Detector, draw_detections, find_detector
 from adaqual_ros.io.codec import ImageCodecError, encoding_info
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
-from adaqual_ros.ros.node_parts import Mailbox, Outputs
+from adaqual_ros.ros.node_parts import ImageInput, Mailbox, Outputs, input_topic
 from adaqual_ros.ros.params import DETECTION_PARAMS, ParamBinding, parse_classes
-from adaqual_ros.ros.qos import describe_qos, publisher_qos, qos_key, subscriber_qos
+from adaqual_ros.ros.qos import publisher_qos
 
 try:  # vision_msgs is optional: JSON on std_msgs/String is always published.
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -119,8 +119,7 @@ class DetectionNode(Node):
         super().__init__(node_name, **kwargs)
         self.stats = FrameStats()
         self._outputs = Outputs(self)
-        self._image_sub = None
-        self._image_qos_key = None
+        self._input = ImageInput(self, self._on_image, _INPUT_DEPTH)
         self._detector = None
         self._detector_key = None
         self._failed_key = None
@@ -197,22 +196,13 @@ class DetectionNode(Node):
     # ---- topics --------------------------------------------------------------------------
 
     def _input_topic(self):
-        return 'image_raw/compressed' if self.params['input_compressed'] else 'image_raw'
+        return input_topic(self.params['input_compressed'])
 
     def _subscribe_image(self):
-        topic = self._input_topic()
-        msg_type = CompressedImage if self.params['input_compressed'] else Image
-        qos = subscriber_qos(self, topic, _INPUT_DEPTH)
-        if self._image_sub is not None:
-            self.destroy_subscription(self._image_sub)
-        self._image_sub = self.create_subscription(msg_type, topic, self._on_image, qos)
-        self._image_qos_key = (topic, qos_key(qos))
-        self.get_logger().info(f'subscribed to {topic} ({describe_qos(qos)})')
+        self._input.subscribe(self.params['input_compressed'])
 
     def _refresh_input_qos(self):
-        topic = self._input_topic()
-        if (topic, qos_key(subscriber_qos(self, topic, _INPUT_DEPTH))) != self._image_qos_key:
-            self._subscribe_image()
+        self._input.refresh(self.params['input_compressed'])
 
     def _make_publishers(self):
         qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])

@@ -1,6 +1,10 @@
 """Pieces the image-processing nodes share: the newest-frame mailbox and the output set."""
 import threading
 
+from sensor_msgs.msg import CompressedImage, Image
+
+from adaqual_ros.ros.qos import describe_qos, qos_key, subscriber_qos
+
 
 class Mailbox:
     """
@@ -63,3 +67,40 @@ class Outputs:
             pub = self._pubs.get(key)
             if pub is not None:
                 pub.publish(msg)
+
+
+def input_topic(compressed):
+    return 'image_raw/compressed' if compressed else 'image_raw'
+
+
+class ImageInput:
+    """
+    The node's image subscription (raw or compressed) with the publishers' QoS.
+
+    `refresh` re-subscribes when the topic or the adopted QoS changes (a publisher appeared or
+    changed reliability), so any camera driver matches.
+    """
+
+    def __init__(self, node, callback, depth):
+        self._node, self._callback, self._depth = node, callback, depth
+        self._sub = None
+        self._key = None
+
+    @property
+    def active(self):
+        return self._sub is not None
+
+    def subscribe(self, compressed):
+        topic = input_topic(compressed)
+        qos = subscriber_qos(self._node, topic, self._depth)
+        if self._sub is not None:
+            self._node.destroy_subscription(self._sub)
+        msg_type = CompressedImage if compressed else Image
+        self._sub = self._node.create_subscription(msg_type, topic, self._callback, qos)
+        self._key = (topic, qos_key(qos))
+        self._node.get_logger().info(f'subscribed to {topic} ({describe_qos(qos)})')
+
+    def refresh(self, compressed):
+        topic = input_topic(compressed)
+        if (topic, qos_key(subscriber_qos(self._node, topic, self._depth))) != self._key:
+            self.subscribe(compressed)

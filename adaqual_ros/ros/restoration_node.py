@@ -35,9 +35,9 @@ from std_srvs.srv import SetBool
 from adaqual_ros.io.codec import ImageCodecError, encoding_info
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
-from adaqual_ros.ros.node_parts import Mailbox, Outputs
+from adaqual_ros.ros.node_parts import ImageInput, Mailbox, Outputs, input_topic
 from adaqual_ros.ros.params import RESTORATION_PARAMS, ParamBinding, settings_from_params
-from adaqual_ros.ros.qos import describe_qos, publisher_qos, qos_key, subscriber_qos
+from adaqual_ros.ros.qos import publisher_qos, subscriber_qos
 from adaqual_ros.runtime import InvalidFrameError, Restorer
 
 NODE_NAME = 'adaqual_restoration'
@@ -78,8 +78,7 @@ class RestorationNode(Node):
         super().__init__(node_name, **kwargs)
         self.stats = FrameStats()
         self._outputs = Outputs(self)
-        self._image_sub = None
-        self._image_qos_key = None
+        self._input = ImageInput(self, self._on_image, _INPUT_DEPTH)
         self._last_stamp = None
         self._last_size = None
         self._last_accept = 0.0
@@ -144,7 +143,7 @@ class RestorationNode(Node):
                 self.get_logger().error(f'could not apply {sorted(changed)}: {exc}')
         if {'output.reliability', 'output.depth', 'publish_visualization'} & set(changed):
             self._make_publishers()
-        if 'input_compressed' in changed and self._image_sub is not None:
+        if 'input_compressed' in changed and self._input.active:
             self._subscribe_image()
         self.get_logger().info(f'parameters changed: {changed}')
 
@@ -158,23 +157,13 @@ class RestorationNode(Node):
     # ---- topics ----------------------------------------------------------------------------
 
     def _input_topic(self):
-        return 'image_raw/compressed' if self.params['input_compressed'] else 'image_raw'
+        return input_topic(self.params['input_compressed'])
 
     def _subscribe_image(self):
-        topic = self._input_topic()
-        msg_type = CompressedImage if self.params['input_compressed'] else Image
-        qos = subscriber_qos(self, topic, _INPUT_DEPTH)
-        if self._image_sub is not None:
-            self.destroy_subscription(self._image_sub)
-        self._image_sub = self.create_subscription(msg_type, topic, self._on_image, qos)
-        self._image_qos_key = (topic, qos_key(qos))
-        self.get_logger().info(f'subscribed to {topic} ({describe_qos(qos)})')
+        self._input.subscribe(self.params['input_compressed'])
 
     def _refresh_input_qos(self):
-        topic = self._input_topic()
-        qos = subscriber_qos(self, topic, _INPUT_DEPTH)
-        if (topic, qos_key(qos)) != self._image_qos_key:
-            self._subscribe_image()
+        self._input.refresh(self.params['input_compressed'])
 
     def _make_publishers(self):
         qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])
