@@ -46,6 +46,10 @@ class TrainConfig:
         reuse (`int`): samples yielded from the replay pool per freshly synthesised one.
         pool (`int`): replay pool size.
         widths (`str`): comma-separated channel widths of the network.
+        camera_aug (`float`): probability of a video-camera look (blur, resize, zoom, noise)
+            on the clean crop and, separately, of JPEG compression after the weather
+            (weather/camera.py); teaches that soft, flat or compressed video is not weather.
+        init (`str`): weights folder to start from (fine-tuning); empty = random init.
     """
 
     out: str = 'adaqual_ros/checkpoints/quality_learned'
@@ -57,7 +61,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     type_weight: float = 1.0
     cell64_weight: float = 0.5
-    clean_fraction: float = 0.1
+    clean_fraction: float = 0.2
     seed: int = 0
     threads: int = 1
     workers: int = 1
@@ -66,13 +70,15 @@ class TrainConfig:
     reuse: int = 3
     pool: int = 256
     widths: str = '32,48,64'
+    camera_aug: float = 0.5
+    init: str = ''
 
 
 class SyntheticQualityCrops(torch.utils.data.IterableDataset):
     """Endless stream of (image (3,c,c) float, q32, t32, q64, t64) from the weather synthesis."""
 
     def __init__(self, files, crop=192, clean_fraction=0.1, seed=0, layers_root=None,
-                 max_side=800, reuse=1, pool=256):
+                 max_side=800, reuse=1, pool=256, camera_aug=0.0):
         super().__init__()
         if crop % 64:
             raise ValueError(f'crop must be a multiple of 64, got {crop}')
@@ -86,6 +92,7 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
         self.max_side = max_side
         self.reuse = reuse
         self.pool = pool
+        self.camera_aug = camera_aug
 
     def __iter__(self):
         """
@@ -112,6 +119,7 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
 
     def _fresh(self):
         from adaqual_ros.weather import CONDITIONS, load_layers, synthesize
+        from adaqual_ros.weather.camera import camera_look, compression
 
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
@@ -133,7 +141,7 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
             patch = image[y:y + c, x:x + c]
             if rng.random() < 0.5:
                 patch = patch[:, ::-1]
-            patch = np.ascontiguousarray(patch)
+            patch = camera_look(np.ascontiguousarray(patch), rng, self.camera_aug)
             if rng.random() < self.clean_fraction:
                 condition = 'clean'
             else:
@@ -143,7 +151,8 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
             # 32 px cells; the types then combine into quality as in the synthesis.
             t64 = sample.types.reshape(c // 64, 2, c // 64, 2, -1).mean(axis=(1, 3))
             q64 = (5.0 - 4.0 * (1.0 - np.prod(1.0 - t64, axis=2))).astype(np.float32)
-            image = torch.from_numpy(sample.degraded).permute(2, 0, 1)
+            degraded = compression(sample.degraded, rng, self.camera_aug * 0.8)
+            image = torch.from_numpy(degraded).permute(2, 0, 1)
             if self.reuse == 1:
                 image = image.float() / 255.0
             yield (image, torch.from_numpy(sample.quality), torch.from_numpy(sample.types),
@@ -175,10 +184,13 @@ def train_learned(cfg, log=print):
     files = train_files(cfg.assets)
     layers_root = cfg.assets if (Path(cfg.assets) / 'data' / 'weather_layers').is_dir() else None
     data = SyntheticQualityCrops(files, cfg.crop, cfg.clean_fraction, cfg.seed, layers_root,
-                                 cfg.max_side, cfg.reuse, cfg.pool)
+                                 cfg.max_side, cfg.reuse, cfg.pool, cfg.camera_aug)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch, num_workers=cfg.workers,
                                          persistent_workers=cfg.workers > 0)
-    model = LearnedQualityEstimator(widths=tuple(int(w) for w in cfg.widths.split(',')))
+    if cfg.init:
+        model = LearnedQualityEstimator.from_pretrained(cfg.init)
+    else:
+        model = LearnedQualityEstimator(widths=tuple(int(w) for w in cfg.widths.split(',')))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 

@@ -9,6 +9,7 @@ in the encoding (and with the header) it came in with.
 """
 import array as _array
 
+import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
 from adaqual_ros.io.codec import (
@@ -123,28 +124,48 @@ def cv2_to_compressed_imgmsg(cvim, dst_format='jpeg', header=None, encoding='pas
     return msg
 
 
-def image_to_rgb(msg):
+def image_to_rgb(msg, keep_alpha=False):
     """
     Decode an Image or CompressedImage for processing.
 
+    Args:
+        msg (`Image` or `CompressedImage`): the message.
+        keep_alpha (`bool`, *optional*, defaults to False): return RGBA (H, W, 4) for images with
+            an alpha channel (rgba/bgra at 8 or 16 bits, 8UC4/16UC4, a png with alpha), so that
+            `rgb_to_image` can put the alpha back bit-identical. Without it alpha is dropped.
+
     Returns:
-        `(np.ndarray, str)`: an RGB (H, W, 3) image (uint8, or uint16 for 16-bit colour), or the
-        (H, W) plane for mono and depth encodings, plus the original encoding to hand back to
-        `rgb_to_image`. For a CompressedImage the original encoding comes from its format field
-        when recorded there, else 'bgr8'/'mono8'; the returned tag then also records the codec
-        ('jpeg:rgb8') so `rgb_to_image` can answer with a CompressedImage.
+        `(np.ndarray, str)`: an RGB (H, W, 3) image (uint8, or uint16 for 16-bit colour), RGBA
+        with `keep_alpha`, or the (H, W) plane for mono and depth encodings, plus the original
+        encoding to hand back to `rgb_to_image`. For a CompressedImage the original encoding
+        comes from its format field when recorded there, else 'bgr8'/'mono8'; the returned tag
+        then also records the codec ('jpeg:rgb8') so `rgb_to_image` can answer with a
+        CompressedImage.
     """
     if isinstance(msg, CompressedImage):
         image, decoded = decode_compressed(msg.data, msg.format)
         codec, original = parse_compressed_format(msg.format)
-        rgb, _ = to_rgb(image, decoded)
+        rgb = _with_alpha(image, decoded) if keep_alpha else None
+        if rgb is None:
+            rgb, _ = to_rgb(image, decoded)
         tag = original or decoded
         if image.ndim == 2 and encoding_info(tag)[2] != 1:
             tag = decoded  # a mono jpeg of a colour source comes back as mono
         return rgb, f'{codec or "jpeg"}:{tag}'
     image = imgmsg_to_cv2(msg)
-    rgb, _ = to_rgb(image, msg.encoding)
+    rgb = _with_alpha(image, msg.encoding) if keep_alpha else None
+    if rgb is None:
+        rgb, _ = to_rgb(image, msg.encoding)
     return rgb, msg.encoding
+
+
+def _with_alpha(image, encoding):
+    """RGBA at the image's bit depth when `encoding` has four 8/16-bit channels, else None."""
+    layout, dtype, channels = encoding_info(encoding)
+    if channels != 4 or dtype not in (np.uint8, np.uint16) or \
+            layout not in ('rgba', 'bgra', 'generic'):
+        return None
+    return convert_encoding(image, encoding, 'rgba16' if dtype == np.uint16 else 'rgba8')
 
 
 def rgb_to_image(rgb, encoding, header=None):
@@ -152,8 +173,8 @@ def rgb_to_image(rgb, encoding, header=None):
     Encode a processed frame back into the input's encoding.
 
     Args:
-        rgb (`np.ndarray`): RGB (H, W, 3) or a (H, W) plane, as `image_to_rgb` returned it
-            (same dtype).
+        rgb (`np.ndarray`): RGB (H, W, 3), RGBA (H, W, 4) or a (H, W) plane, as `image_to_rgb`
+            returned it (same dtype).
         encoding (`str`): The tag `image_to_rgb` returned: an Image encoding, or 'jpeg:<enc>' /
             'png:<enc>' for a CompressedImage.
         header (`std_msgs.msg.Header`, *optional*): Copied into the message (keep the input's).
@@ -172,8 +193,9 @@ def rgb_to_image(rgb, encoding, header=None):
 
 def _plane_encoding(image, target):
     # Name what image_to_rgb produced for `target`: the mono/depth plane keeps the target's own
-    # encoding; colour is rgb8 or rgb16.
+    # encoding; colour is rgb8 or rgb16, rgba8 or rgba16 with the alpha kept.
     _, dtype, channels = encoding_info(target)
     if getattr(image, 'ndim', 0) == 2:
         return target if channels == 1 else ('mono16' if image.dtype == 'uint16' else 'mono8')
-    return 'rgb16' if getattr(image, 'dtype', None) == 'uint16' else 'rgb8'
+    base = 'rgba' if image.ndim == 3 and image.shape[2] == 4 else 'rgb'
+    return base + ('16' if getattr(image, 'dtype', None) == 'uint16' else '8')

@@ -122,9 +122,9 @@ class FrameStats:
         with self._lock:
             self.dropped[reason] += count
 
-    def record_event(self, name):
+    def record_event(self, name, count=1):
         with self._lock:
-            self.events[name] += 1
+            self.events[name] += count
 
     def record_error(self, message):
         with self._lock:

@@ -101,6 +101,8 @@ class RestorationNode(Node):
         self._restorer_ready = True
         self._failed_updates = 0
         self._reported_errors = 0
+        self._events_lock = threading.Lock()
+        self._runtime_counts = {'oom_retries': 0, 'moved_to_cpu': 0}
         self._announced_note = self._restorer.stats().get('note', '')
         if self._announced_note:
             self.get_logger().warning(self._announced_note)  # e.g. fell back to classical
@@ -281,13 +283,14 @@ class RestorationNode(Node):
 
     def _decode(self, msg):
         """
-        Return (frame, encoding): RGB (H, W, 3) or a (H, W) plane, and the encoding to publish in.
+        Return (frame, encoding): RGB (H, W, 3), RGBA (H, W, 4) or a (H, W) plane, and the
+        encoding to publish in.
 
         Raises FrameRejected with the reason the message cannot be used.
         """
         if isinstance(msg, CompressedImage):
             try:
-                frame, tag = conversions.image_to_rgb(msg)
+                frame, tag = conversions.image_to_rgb(msg, keep_alpha=True)
             except ImageCodecError as exc:
                 raise FrameRejected('decode_error', str(exc)) from None
             return frame, tag.partition(':')[2]  # raw Image out, in the recorded encoding
@@ -298,7 +301,8 @@ class RestorationNode(Node):
         except ImageCodecError as exc:
             raise FrameRejected('unknown_encoding', str(exc)) from None
         try:
-            return conversions.image_to_rgb(msg)
+            # Alpha rides along as a fourth channel the restorer passes through untouched.
+            return conversions.image_to_rgb(msg, keep_alpha=True)
         except ImageCodecError as exc:
             raise FrameRejected('bad_data', str(exc)) from None
 
@@ -334,6 +338,8 @@ class RestorationNode(Node):
             raise FrameRejected('invalid_frame', f'restorer refused the frame: {exc}') from None
         except Exception as exc:  # noqa: BLE001 - any restorer failure is handled per on_error
             raise FrameRejected('restore_error', f'restoration failed: {exc!r}') from None
+        finally:
+            self._runtime_events()  # out-of-memory retries happen inside restore()
         image = result.image
         if image.shape != frame.shape or image.dtype != frame.dtype:
             raise FrameRejected('restore_error', f'restorer returned {image.shape} {image.dtype} '
@@ -375,15 +381,33 @@ class RestorationNode(Node):
 
     # ---- diagnostics -----------------------------------------------------------------------
 
+    def _runtime_events(self):
+        """
+        Read the runtime's statistics; count its out-of-memory retries and moves to the CPU as
+        events (`event.oom_retry`, `event.moved_to_cpu`) and log each new note once.
+        """
+        try:
+            runtime = self._restorer.stats() or {}
+        except Exception:  # noqa: BLE001 - diagnostics must not fail because of the runtime
+            return {}
+        with self._events_lock:
+            for key, event in (('oom_retries', 'oom_retry'), ('moved_to_cpu', 'moved_to_cpu')):
+                new = runtime.get(key, 0) - self._runtime_counts[key]
+                if new > 0:
+                    self._runtime_counts[key] += new
+                    self.stats.record_event(event, new)
+            note = runtime.get('note', '')
+            if note and note != self._announced_note:
+                self._announced_note = note
+                self.get_logger().warning(note)
+        return runtime
+
     def _diagnostic_status(self):
+        runtime = self._runtime_events()
         figures = self.stats.snapshot()
         figures.update(enabled=self.params['enabled'], backend=self._settings.backend,
                        device=self._settings.device, input_topic=self._input_topic(),
                        parameter_rejections=self.params.rejections)
-        try:
-            runtime = self._restorer.stats() or {}
-        except Exception:  # noqa: BLE001 - diagnostics must not fail because of the runtime
-            runtime = {}
         failed = runtime.get('failed_updates', 0)
         if failed > self._failed_updates:
             # Background loads (new backend/checkpoint) fail off this thread: say so here.
@@ -392,9 +416,6 @@ class RestorationNode(Node):
             self.get_logger().error(f'restorer kept backend {runtime.get("backend")}: '
                                     f'{runtime.get("last_error")}')
         note = runtime.get('note', '')
-        if note and note != self._announced_note:
-            self._announced_note = note
-            self.get_logger().warning(note)
         for key, value in runtime.items():
             if isinstance(value, (bool, int, float, str)) or value is None:
                 figures[f'runtime.{key}'] = value
@@ -429,7 +450,7 @@ def quality_overlay(image, qmap, max_width=640):
     """An rgb8 picture of a frame (RGB or a plane) with its quality map as heat (red = poor)."""
     import cv2
 
-    rgb = _to_uint8(image)
+    rgb = _to_uint8(image[..., :3] if image.ndim == 3 else image)  # no alpha in the overlay
     if rgb.ndim == 2:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
     height, width = rgb.shape[:2]

@@ -14,6 +14,7 @@ import torch
 
 from adaqual_ros.runtime import classical
 from adaqual_ros.runtime.device import compile_module, plan_device, synchronize, to_device_tensor
+from adaqual_ros.runtime.faults import OomFault
 from adaqual_ros.runtime.tiling import run_windows
 
 
@@ -103,6 +104,14 @@ class RestorationBackend:
         """Readable prompts of a whole frame (None for backends without prompts)."""
         return None
 
+    def on_cpu(self, settings):
+        """
+        The same backend on the CPU in float32, after its device ran out of memory.
+
+        Returns None when there is nothing to move (backends without a network).
+        """
+        return None
+
     def close(self):
         """Release what the backend holds (models, GPU memory)."""
 
@@ -165,7 +174,7 @@ class AdaQualBackend(RestorationBackend):
             path = settings.model_path or pipelines.default_pipeline_path()
             pipeline = pipelines.AdaQualPipeline.from_pretrained(str(path))
         # dtype only when it changes: diffusers warns about any explicit cast.
-        if self.plan.dtype == torch.float32:
+        if pipeline.unet.dtype == self.plan.dtype:
             self.pipeline = pipeline.to(self.device)
         else:
             self.pipeline = pipeline.to(self.device, self.plan.dtype)
@@ -184,6 +193,7 @@ class AdaQualBackend(RestorationBackend):
         self._prompt_map = None
         self._prompt_sets = {}
         self._prompt_lock = threading.Lock()
+        self._fault = OomFault.from_env()  # test hook, None unless ADAQUAL_TEST_FAULT_OOM is set
 
     def _prompts_for(self, quality_map, rect=None):
         if rect == (0, 0) + tuple(quality_map.image_size):
@@ -219,6 +229,8 @@ class AdaQualBackend(RestorationBackend):
             timings['prompts'] += _ms(start)
             start = time.perf_counter()
             latents = torch.cat([noise[:, :, w.y0:w.y0 + w.h, w.x0:w.x0 + w.w] for w in chunk])
+            if self._fault is not None:
+                self._fault.check(batch.shape, self.device)
             with torch.inference_mode():
                 image = to_device_tensor(np.ascontiguousarray(batch), self.plan)
                 output = pipe(image, quality_maps=qmaps, prompts=prompts, latents=latents,
@@ -237,6 +249,17 @@ class AdaQualBackend(RestorationBackend):
 
     def frame_prompts(self, quality_map):
         return self._prompts_for(quality_map)
+
+    def on_cpu(self, settings):
+        # The pipeline moves in place (no second copy of the weights while memory is short);
+        # the lock lets a call in flight on the device finish first. This backend is spent.
+        with self._lock:
+            pipeline, self.pipeline = self.pipeline, None
+            backend = AdaQualBackend(settings.with_changes(device='cpu', half=False,
+                                                           compile=False), pipeline=pipeline)
+            # Cached prompt embeddings live on the old device, in its precision.
+            pipeline.prompt_encoder.clear_cache()
+            return backend
 
     def close(self):
         self.pipeline = None

@@ -130,3 +130,9 @@ def synchronize(plan):
     """Wait for queued CUDA work so wall-clock timings are honest."""
     if plan.is_cuda:
         torch.cuda.synchronize(plan.device)
+
+
+def release_cached_memory(device):
+    """Return the CUDA allocator's cached blocks to the driver (after an out-of-memory)."""
+    if torch.device(device).type == 'cuda':
+        torch.cuda.empty_cache()

@@ -9,8 +9,12 @@ Per frame: convert once to RGB -> quality map through the per-stream cache -> ce
 ``skip_threshold`` are skipped (a clean frame returns at once, bit-identical) -> the backend
 restores cell-aligned windows over the degraded cells, batched -> restored and original pixels are
 blended (soft ramp at skip borders, skipped pixels exact) -> converted back to the input format.
+
+When the network runs out of memory, the same frame is retried with half the tiles per call, then
+half the tile size (down to MIN_OOM_TILE), then on the CPU in float32; each step is logged once and
+kept for later frames (`MemoryLimits`). Only when the CPU fails too does the frame fail.
 """
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 import logging
 import threading
 import time
@@ -22,7 +26,8 @@ import numpy as np
 
 from adaqual_ros.quality.types import QualityMap
 from adaqual_ros.runtime.backends import StreamState, build_backend
-from adaqual_ros.runtime.device import configure_threads, resolve_device
+from adaqual_ros.runtime.device import configure_threads, release_cached_memory, resolve_device
+from adaqual_ros.runtime.faults import is_out_of_memory
 from adaqual_ros.runtime.settings import (
     BACKENDS,
     QUALITY_BACKENDS,
@@ -37,6 +42,7 @@ COLOR_ORDERS = ('rgb', 'bgr', 'mono')
 DEFAULT_CELL = 64  # quality cell of backends without a model
 DTYPES = (np.uint8, np.uint16, np.float32)
 STAGES = ('convert', 'quality', 'prompts', 'model', 'blend', 'total')
+MIN_OOM_TILE = 128  # px: the out-of-memory retries halve tiles down to this (rounded to the cell)
 # Settings whose change needs a new backend or estimator (built off the caller's thread).
 _HEAVY = ('backend', 'model_path', 'device', 'half', 'compile', 'channels_last',
           'quality_backend', 'quality_model_path', 'fallback_to_classical')
@@ -70,6 +76,7 @@ class RestoreResult:
         windows (`int`): windows run through the backend.
         processed_fraction (`float`): pixels the backend ran on (windows with their overlaps)
             divided by the frame's pixels; 0 for a skipped frame.
+        oom_retries (`int`): times this frame was retried after the network ran out of memory.
     """
 
     image: np.ndarray
@@ -81,6 +88,65 @@ class RestoreResult:
     cache_hit: object = None
     windows: int = 0
     processed_fraction: float = 0.0
+    oom_retries: int = 0
+
+
+@dataclass(frozen=True)
+class MemoryLimits:
+    """
+    Caps on tiling after the backend's device ran out of memory (0 = no cap).
+
+    They belong to one backend: kept across setting changes that keep it, dropped with it.
+
+    Args:
+        tile (`int`): largest tile edge in pixels; under a cap tiles are not merged.
+        batch (`int`): most tiles per network call.
+    """
+
+    tile: int = 0
+    batch: int = 0
+
+    def apply(self, settings):
+        """``settings`` with the caps applied."""
+        changes = {}
+        if self.tile:
+            changes['tile_size'] = min(settings.tile_size or self.tile, self.tile)
+            changes['merge_tiles'] = False  # merging would grow the windows back
+        if self.batch:
+            changes['tile_batch'] = min(settings.tile_batch, self.batch)
+        return settings.with_changes(**changes) if changes else settings
+
+    def describe(self):
+        parts = ([f'tiles of at most {self.tile} px'] if self.tile else []) + (
+            [f'{self.batch} tile(s) per call'] if self.batch else [])
+        return ', '.join(parts) or 'no caps'
+
+
+def next_limits(limits, windows, settings, cell):
+    """
+    The caps to retry with after the network ran out of memory on ``windows``.
+
+    Fewer tiles per call first (no new seams), then tiles of half the edge, down to MIN_OOM_TILE
+    (rounded up to the cell). Returns None when both are at their floor.
+
+    Args:
+        limits (`MemoryLimits`): the caps the failed call ran under.
+        windows (`list[Window]`): the windows of the failed call.
+        settings (`RestorerSettings`): the settings it ran with (caps applied).
+        cell (`int`): the quality cell (tile edges stay multiples of it).
+    """
+    shapes = {}
+    for w in windows:
+        shapes[w.h, w.w] = shapes.get((w.h, w.w), 0) + 1
+    batch = min(int(settings.tile_batch), max(shapes.values(), default=1))
+    if batch > 1:
+        return replace(limits, batch=batch // 2)
+    floor = _tile_size(MIN_OOM_TILE, cell)
+    edge = max((max(w.core[2], w.core[3]) for w in windows), default=0)
+    tile = max(floor, edge // 2 // cell * cell)
+    if tile < edge:
+        return replace(limits, tile=tile)
+    return None
 
 
 @dataclass
@@ -92,6 +158,9 @@ class _Runtime:
     estimator: object
     cache: object
     note: str = ''
+    # Bound to the backend: caps and the note about them after running out of memory.
+    limits: MemoryLimits = field(default_factory=MemoryLimits)
+    memory_note: str = ''
 
 
 def validate_settings(settings):
@@ -155,7 +224,7 @@ class Restorer:
         self._target = settings
         self._generation = 0
         self._counters = {'frames': 0, 'skipped_frames': 0, 'errors': 0, 'updates': 0,
-                          'failed_updates': 0}
+                          'failed_updates': 0, 'oom_retries': 0, 'moved_to_cpu': 0}
         self._sums = dict.fromkeys(STAGES, 0.0)
         self._skipped_sum = 0.0
         self._last_error = ''
@@ -196,7 +265,8 @@ class Restorer:
 
         Raises:
             InvalidFrameError: the frame or its colour order is unusable.
-            RestorationError: the backend failed on this frame.
+            RestorationError: the backend failed on this frame (out of memory: also with the
+                smallest tiles and on the CPU).
         """
         start = time.perf_counter()
         runtime = self._runtime  # one consistent snapshot for the whole frame
@@ -221,9 +291,6 @@ class Restorer:
                                               else skipped, runtime.backend.name, cache_hit, 0))
 
         t = time.perf_counter()
-        windows = plan_windows(degraded, (height, width), qmap.cell,
-                               _tile_size(settings.tile_size, qmap.cell),
-                               settings.tile_overlap, settings.merge_tiles)
         rgb = _to_float(frame, rgb_u8, color_order)
         timings['convert'] += _ms(t)
 
@@ -231,17 +298,29 @@ class Restorer:
             t = time.perf_counter()
             prompts = runtime.backend.frame_prompts(qmap)
             timings['prompts'] = _ms(t)
-            t = time.perf_counter()
-            output = runtime.backend.restore(rgb, qmap, windows,
-                                             self._stream(stream_id, runtime), settings)
-        except RestorationError:
-            self._count_error('backend failed')
-            raise
         except Exception as exc:  # noqa: BLE001 - the caller sees one error type per failure
-            self._count_error(f'{runtime.backend.name} backend failed: {exc!r}')
-            raise RestorationError(
-                f'{runtime.backend.name} backend failed on a {width}x{height} frame: {exc}'
-            ) from exc
+            raise self._backend_error(runtime, exc, width, height)  # noqa: B904 - chained there
+        retries = 0
+        while True:
+            t = time.perf_counter()
+            tiling = runtime.limits.apply(settings)
+            windows = plan_windows(degraded, (height, width), qmap.cell,
+                                   _tile_size(tiling.tile_size, qmap.cell),
+                                   tiling.tile_overlap, tiling.merge_tiles)
+            timings['convert'] += _ms(t)
+            t = time.perf_counter()
+            try:
+                output = runtime.backend.restore(rgb, qmap, windows,
+                                                 self._stream(stream_id, runtime), tiling)
+                break
+            except Exception as exc:  # noqa: BLE001 - the caller sees one error type per failure
+                if not is_out_of_memory(exc):
+                    raise self._backend_error(runtime, exc, width, height)  # noqa: B904
+                failure = str(exc)
+            # Outside the except block: the traceback (and the tensors it holds) is gone.
+            runtime = self._after_out_of_memory(runtime, windows, tiling, qmap.cell, failure,
+                                                (width, height))
+            retries += 1
         backend_ms = _ms(t)
         timings['prompts'] += output.timings.get('prompts', 0.0)
         timings['model'] = backend_ms - output.timings.get('prompts', 0.0)
@@ -254,7 +333,7 @@ class Restorer:
         processed = sum(w.area for w in windows) / float(height * width)
         return self._finish(RestoreResult(image, qmap, prompts, timings, skipped,
                                           runtime.backend.name, cache_hit, len(windows),
-                                          processed))
+                                          processed, retries))
 
     def update(self, settings, wait=False):
         """
@@ -315,6 +394,11 @@ class Restorer:
         with self._lock:
             if generation != self._generation:
                 return  # a newer update superseded this one
+            current = self._runtime
+            if _same_backend(runtime.settings, current.settings):
+                # The backend was reused: keep what an out-of-memory did to it meanwhile.
+                runtime = replace(runtime, backend=current.backend, limits=current.limits,
+                                  memory_note=current.memory_note)
             # Light settings may have moved on while loading: use the latest.
             self._runtime = self._rebuild_light(runtime, self._target)
         # The old backend is not closed here: a frame in flight may still be using it; it is
@@ -342,7 +426,9 @@ class Restorer:
         out['backend'] = runtime.backend.name
         out['requested_backend'] = runtime.settings.backend
         out['device'] = str(runtime.backend.device)
-        out['note'] = runtime.note
+        out['note'] = '; '.join(n for n in (runtime.note, runtime.memory_note) if n)
+        out['tile_cap'] = runtime.limits.tile
+        out['tile_batch_cap'] = runtime.limits.batch
         if runtime.cache is not None:
             cache = runtime.cache.stats()
             out['cache_hit_rate'] = cache['hit_rate']
@@ -362,10 +448,9 @@ class Restorer:
         """Build backend + estimator + cache for ``settings`` (reusing what did not change)."""
         note = ''
         backend = None
-        if previous is not None and not _changed(previous.settings, settings, (
-                'backend', 'model_path', 'device', 'half', 'compile', 'channels_last',
-                'fallback_to_classical')):
-            backend = previous.backend
+        limits, memory_note = MemoryLimits(), ''
+        if previous is not None and _same_backend(previous.settings, settings):
+            backend, limits, memory_note = previous.backend, previous.limits, previous.memory_note
         if backend is None:
             backend, note = self._build_backend(settings)
         # The quality cells must be the model's cells (prompts and FiLM are per cell).
@@ -379,11 +464,61 @@ class Restorer:
             estimator, qnote = self._build_estimator(settings, cell)
             note = '; '.join(n for n in (note, qnote) if n)
         cache = self._build_cache(settings, previous)
-        return _Runtime(settings, backend, estimator, cache, note)
+        return _Runtime(settings, backend, estimator, cache, note, limits, memory_note)
 
     def _rebuild_light(self, current, settings):
-        return _Runtime(settings, current.backend, current.estimator,
-                        self._build_cache(settings, current), current.note)
+        return replace(current, settings=settings, cache=self._build_cache(settings, current))
+
+    def _backend_error(self, runtime, exc, width, height):
+        """The RestorationError to raise for a backend failure ``exc`` (counted, chained)."""
+        if isinstance(exc, RestorationError):
+            self._count_error('backend failed')
+            return exc
+        self._count_error(f'{runtime.backend.name} backend failed: {exc!r}')
+        error = RestorationError(
+            f'{runtime.backend.name} backend failed on a {width}x{height} frame: {exc}')
+        error.__cause__ = exc  # as `raise error from exc`
+        return error
+
+    def _after_out_of_memory(self, runtime, windows, tiling, cell, failure, size):
+        """
+        The runtime to retry a frame with after the network ran out of memory: smaller batches or
+        tiles, else the backend on the CPU. Raises RestorationError when nothing is left to try.
+        """
+        device = runtime.backend.device
+        release_cached_memory(device)
+        limits = next_limits(runtime.limits, windows, tiling, cell)
+        moved = False
+        if limits is not None:
+            retry = replace(runtime, limits=limits,
+                            memory_note=f'out of memory on {device}: {limits.describe()}')
+        elif device.type != 'cpu' and runtime.backend.uses_network:
+            try:
+                backend = runtime.backend.on_cpu(runtime.settings)
+            except Exception as exc:  # noqa: BLE001 - a failed move fails this frame, see below
+                backend, failure = None, f'{failure}; moving to the CPU failed: {exc!r}'
+            if backend is None:
+                raise self._backend_error(runtime, RuntimeError(failure), *size)
+            release_cached_memory(device)
+            moved = True
+            # The CPU's memory is not the device's: start again from the configured tiling.
+            retry = replace(runtime, backend=backend, limits=MemoryLimits(),
+                            memory_note=f'out of memory on {device}: running on the CPU '
+                                        '(float32)')
+        else:
+            raise self._backend_error(runtime, RuntimeError(
+                f'out of memory on {device} with tiles of at most {tiling.tile_size} px, '
+                f'at most {tiling.tile_batch} per call: {failure}'), *size)
+        with self._lock:
+            self._counters['oom_retries'] += 1
+            self._counters['moved_to_cpu'] += moved
+            if self._runtime.backend is runtime.backend:  # else an update replaced it meanwhile
+                self._runtime = replace(self._runtime, backend=retry.backend,
+                                        limits=retry.limits, memory_note=retry.memory_note)
+        logger.warning('%s backend ran out of memory on a %dx%d frame; retrying with %s',
+                       runtime.backend.name, size[0], size[1],
+                       'the backend on the CPU (float32)' if moved else retry.limits.describe())
+        return retry
 
     def _build_backend(self, settings):
         kwargs = {}
@@ -488,6 +623,12 @@ def _ms(start):
 
 def _changed(a, b, names):
     return any(getattr(a, n) != getattr(b, n) for n in names)
+
+
+def _same_backend(a, b):
+    """Whether settings ``a`` and ``b`` use the same backend object."""
+    return not _changed(a, b, ('backend', 'model_path', 'device', 'half', 'compile',
+                               'channels_last', 'fallback_to_classical'))
 
 
 def _tile_size(tile_size, cell):

@@ -51,6 +51,11 @@ class TrainConfig:
             the crops is conditioned on that estimator's map of the degraded crop instead of the
             ground truth (the loss weights keep the ground truth), so the model learns to
             tolerate the estimator it meets at inference.
+        camera_aug (`float`): probability of a video-camera look on the clean crop (blur,
+            resize, zoom, sensor noise) and, separately, of JPEG compression of the degraded
+            crop (weather/camera.py): real camera frames are softer than the training photos.
+        init (`str`, *optional*): pipeline folder whose weights start the run (fine-tuning);
+            its architecture replaces ``model_config``.
     """
 
     out_dir: str = 'runs/adaqual_small'
@@ -79,6 +84,8 @@ class TrainConfig:
     quality_jitter: float = 0.25
     estimator: str = ''
     estimator_prob: float = 0.5
+    camera_aug: float = 0.3
+    init: str = ''
     seed: int = 0
     threads: int = 2
     num_workers: int = 1
@@ -165,7 +172,8 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, files, crop, cell, seed, scale_min=0.5, clean_prob=0.06,
-                 quality_jitter=0.25, layers=None, estimator='', estimator_prob=0.5):
+                 quality_jitter=0.25, layers=None, estimator='', estimator_prob=0.5,
+                 camera_aug=0.0):
         super().__init__()
         if crop % cell:
             raise ValueError(f'crop {crop} must be a multiple of cell {cell}')
@@ -173,6 +181,7 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         self.scale_min, self.clean_prob = scale_min, clean_prob
         self.quality_jitter, self.layers = quality_jitter, layers
         self.estimator_name, self.estimator_prob = estimator, estimator_prob
+        self.camera_aug = camera_aug
         self._estimator = None
         self._cache = {}
 
@@ -193,6 +202,7 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         import cv2
 
         from adaqual_ros.weather import CONDITIONS, synthesize
+        from adaqual_ros.weather.camera import camera_look, compression
 
         img = self._image(int(rng.integers(len(self.files))))
         h, w = img.shape[:2]
@@ -206,13 +216,15 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         clean = np.ascontiguousarray(img[y:y + self.crop, x:x + self.crop])
         if rng.random() < 0.5:
             clean = np.ascontiguousarray(clean[:, ::-1])
+        clean = camera_look(clean, rng, self.camera_aug)
         cond = 'clean' if rng.random() < self.clean_prob else CONDITIONS[
             1 + int(rng.integers(len(CONDITIONS) - 1))]
         s = synthesize(clean, cond, rng, cell=self.cell, layers=self.layers)
         scores, types = s.quality.astype(np.float32), s.types.astype(np.float32)
+        degraded = compression(s.degraded, rng, self.camera_aug * 0.8)
         q_in, t_in = scores, types
         if self.estimator_name and rng.random() < self.estimator_prob:
-            q_in, t_in = self._estimate(s.degraded)
+            q_in, t_in = self._estimate(degraded)
             if not (np.isfinite(q_in).all() and np.isfinite(t_in).all()):
                 # an estimator failure must not poison the batch: this crop keeps the truth
                 q_in, t_in = scores, types
@@ -222,14 +234,14 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         quality = np.concatenate([((q_in - 3.0) / 2.0)[None], np.moveaxis(t_in, -1, 0)], 0)
         to_t = lambda a: torch.from_numpy(  # noqa: E731
             np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255))
-        return {'degraded': to_t(s.degraded), 'clean': to_t(s.clean),
+        return {'degraded': to_t(degraded), 'clean': to_t(s.clean),
                 'quality': torch.from_numpy(quality.astype(np.float32)),
                 'scores': torch.from_numpy(scores), 'condition': cond}
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = 0 if info is None else info.id
-        rng = np.random.default_rng([self.seed, wid])
+        rng = np.random.default_rng([*np.ravel(self.seed), wid])
         while True:
             yield self.sample(rng)
 
@@ -288,7 +300,7 @@ def validate(pipe, val_set, steps=2, seed=0):
         x = torch.from_numpy(degraded).permute(2, 0, 1)[None].float() / 255
         g = torch.Generator().manual_seed(seed)
         out = pipe(x, [qmap], generator=g, num_inference_steps=steps).images[0]
-        restored = (out.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        restored = (out.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
         res.append(psnr(restored, clean))
         inp.append(psnr(degraded, clean))
     return float(np.mean(res)), float(np.mean(inp))
@@ -399,7 +411,10 @@ def train(cfg):
     layers = load_layers(assets / 'data' / 'weather_layers') if assets else None
 
     torch.manual_seed(cfg.seed)
-    pipe = AdaQualPipeline.from_components_config(cfg.model_config, cell=cfg.cell)
+    if cfg.init:
+        pipe = AdaQualPipeline.from_pretrained(cfg.init)
+    else:
+        pipe = AdaQualPipeline.from_components_config(cfg.model_config, cell=cfg.cell)
     unet, text_encoder, scheduler = pipe.unet, pipe.text_encoder, pipe.scheduler
     unet.train()
     text_encoder.train()
@@ -420,7 +435,7 @@ def train(cfg):
 
     data = SyntheticCrops(files, cfg.crop, cfg.cell, [cfg.seed, state['step']], cfg.scale_min,
                           cfg.clean_prob, cfg.quality_jitter, layers, cfg.estimator,
-                          cfg.estimator_prob)
+                          cfg.estimator_prob, cfg.camera_aug)
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch_size, collate_fn=_collate, num_workers=cfg.num_workers,
         worker_init_fn=_worker_init if cfg.num_workers else None,

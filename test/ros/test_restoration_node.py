@@ -16,6 +16,7 @@ from adaqual_ros.ros import params as ros_params
 REPO = Path(__file__).resolve().parents[2]
 FOGGY = 'data/dawn_fog_dev/images/foggy-001.jpg'
 NODE = 'adaqual_ros.ros.restoration_node'
+NODE_NAME = 'adaqual_restoration'
 FAST = ['backend:=classical', 'quality_backend:=classical', 'device:=cpu', 'threads:=1',
         'skip_threshold:=5.0', 'diagnostics_period_s:=0.25']
 
@@ -172,11 +173,11 @@ def probe_factory(ros_env):
         probe.close()
 
 
-def start_node(spawn, ns, *extra):
+def start_node(spawn, ns, *extra, env=None):
     args = ['--ros-args', '-r', f'__ns:={ns}']
     for item in FAST + list(extra):
         args += ['-p', item]
-    return spawn(NODE, *args)
+    return spawn(NODE, *args, env=env)
 
 
 def expected_restoration(frame, **changes):
@@ -483,6 +484,128 @@ def test_bad_frames_are_dropped_and_counted_while_the_node_keeps_serving(spawn, 
     probe.wait_settled(sent[0])
     assert_accounted(probe)
     assert probe.figure('frames_in') == sent[0]
+
+
+@pytest.mark.ros
+def test_alpha_survives_restoration_bit_identical(spawn, probe_factory, foggy_rgb):
+    from fixtures.restoration_probe import image_msg
+    from sensor_msgs.msg import Image
+
+    from adaqual_ros.io.codec import convert_encoding
+    from adaqual_ros.ros.conversions import imgmsg_to_cv2
+
+    ns = '/t_restore_alpha'
+    proc = start_node(spawn, ns)
+    probe = probe_factory(ns)
+    images = probe.record('restored/image_raw', Image)
+    probe.wait_for_node()
+    pub = probe.publisher('image_raw', Image)
+    probe.wait_matched(pub, 'reliable')
+    h, w = foggy_rgb.shape[:2]
+    # A non-trivial alpha: a gradient with a hole, different in every row and column.
+    yy, xx = np.mgrid[0:h, 0:w]
+    alpha = ((xx * 3 + yy * 5) % 256).astype(np.uint8)
+    alpha[40:80, 100:160] = 0
+    rgba = np.dstack([foggy_rgb, alpha])
+    expected = expected_restoration(foggy_rgb).image
+    frames = {
+        'rgba8': rgba,
+        'bgra8': convert_encoding(rgba, 'rgba8', 'bgra8'),
+        'bgra16': convert_encoding(rgba, 'rgba8', 'bgra16'),
+    }
+    for index, (encoding, frame) in enumerate(frames.items()):
+        stamp = (60 + index, 0)
+        sent = image_msg(frame, encoding, stamp, frame_id='front_camera')
+        pub.publish(sent)
+        out = wait_output(probe, images, stamp)
+        # Encoding, size, row size and header are the input's; alpha is bit-identical.
+        assert (out.encoding, out.height, out.width, out.step) == (
+            encoding, h, w, sent.step), encoding
+        assert out.header.frame_id == 'front_camera'
+        got = imgmsg_to_cv2(out)
+        np.testing.assert_array_equal(got[..., 3], frame[..., 3], err_msg=encoding)
+        # The colour is restored as for an rgb8 frame (16 bits: to within rounding).
+        rgb = convert_encoding(got, encoding, 'rgba8')[..., :3].astype(np.int32)
+        assert np.abs(rgb - expected).max() <= (1 if encoding.endswith('16') else 0), encoding
+    assert np.abs(expected.astype(np.int32) - foggy_rgb).mean() > 1.0, 'frame was not restored'
+    assert proc.poll() is None, proc.log_path.read_text()
+    probe.wait_figure('published', len(frames))
+    assert_accounted(probe)
+
+
+@pytest.mark.ros
+def test_out_of_memory_retries_with_smaller_tiles_then_follows_on_error(spawn, probe_factory,
+                                                                        foggy_rgb):
+    # The runtime's test hook stands in for a GPU at its limit: network calls over a pixel
+    # budget raise torch.OutOfMemoryError. 60000 px: a 320x240 frame in one window does not fit,
+    # 128 px tiles do. 0 px: nothing fits, on the CPU either (the node runs on the CPU here, so
+    # the move to the CPU is not exercised; test/unit/test_runtime_memory.py does it on CUDA).
+    from fixtures.restoration_probe import image_msg
+    from sensor_msgs.msg import Image
+
+    from adaqual_ros.ros.conversions import imgmsg_to_cv2
+    from adaqual_ros.runtime import Restorer
+    from adaqual_ros.runtime.faults import FAULT_OOM_ENV
+
+    model = ['backend:=adaqual', 'fallback_to_classical:=false']
+    nodes = {}
+    for ns, budget in (('/t_restore_oom', '60000'), ('/t_restore_oom_cpu', '0')):
+        proc = start_node(spawn, ns, *model, env={FAULT_OOM_ENV: budget})
+        probe = probe_factory(ns)
+        nodes[ns] = (proc, probe, probe.record('restored/image_raw', Image))
+    for _, probe, _ in nodes.values():
+        probe.wait_for_node(timeout=120.0)  # both import diffusers and load the checkpoint
+
+    # Tiles are halved and the frame is restored; the caps stay for the next frame.
+    proc, probe, images = nodes['/t_restore_oom']
+    pub = probe.publisher('image_raw', Image)
+    probe.wait_matched(pub, 'reliable')
+    sent = [image_msg(foggy_rgb, 'rgb8', (90 + i, 0), frame_id='front_camera') for i in range(2)]
+    pub.publish(sent[0])
+    first = wait_output(probe, images, (90, 0), timeout=60.0)
+    probe.wait_figure('event.oom_retry', 1)
+    pub.publish(sent[1])
+    second = wait_output(probe, images, (91, 0), timeout=60.0)
+    probe.wait_settled(2)
+    figures = probe.figures()
+    assert probe.figure('event.oom_retry') == 1 and probe.figure('runtime.tile_cap') == 128
+    assert probe.figure('published') == 2 and probe.figure('passed_through') == 0
+    assert 'out of memory on cpu' in figures['runtime.note'], figures
+    assert proc.poll() is None, proc.log_path.read_text()
+    # Announced once in the node's log, however many frames run under the caps.
+    assert proc.log_path.read_text().count(figures['runtime.note']) == 1
+    for out in (first, second):
+        assert (out.encoding, out.height, out.width, out.header.frame_id) == (
+            'rgb8', 240, 320, 'front_camera')
+    # The pixels are what the runtime gives with 128 px tiles from the start.
+    values = ros_params.defaults(ros_params.RESTORATION_PARAMS)
+    values.update(backend='adaqual', quality_backend='classical', device='cpu',
+                  skip_threshold=5.0, threads=1, tile_size=128, fallback_to_classical=False)
+    capped = ros_params.settings_from_params(values).with_changes(merge_tiles=False)
+    expected = Restorer(capped).restore(foggy_rgb, stream_id=f'/t_restore_oom/{NODE_NAME}')
+    for out in (first, second):
+        diff = np.abs(imgmsg_to_cv2(out).astype(np.int32) - expected.image)
+        assert diff.mean() < 0.05 and diff.max() <= 2, (diff.mean(), diff.max())
+    assert np.abs(expected.image.astype(np.int32) - foggy_rgb).mean() > 1.0
+
+    # Nothing fits, not even on the CPU: on_error=passthrough republishes the input unchanged,
+    # the error is counted and the node keeps serving; the ladder is not walked again.
+    proc, probe, images = nodes['/t_restore_oom_cpu']
+    pub = probe.publisher('image_raw', Image)
+    probe.wait_matched(pub, 'reliable')
+    pub.publish(sent[0])
+    out = wait_output(probe, images, (90, 0), timeout=60.0)
+    assert bytes(out.data) == bytes(sent[0].data) and out.header.frame_id == 'front_camera'
+    probe.wait_figure('passed_through.restore_error', 1)
+    retries = probe.figure('event.oom_retry')
+    assert retries >= 1 and probe.figure('errors') >= 1
+    assert 'out of memory' in probe.figures()['last_error']
+    pub.publish(sent[1])
+    wait_output(probe, images, (91, 0), timeout=60.0)
+    probe.wait_figure('passed_through.restore_error', 2)
+    assert probe.figure('event.oom_retry') == retries
+    assert proc.poll() is None, proc.log_path.read_text()
+    assert_accounted(probe)
 
 
 @pytest.mark.ros

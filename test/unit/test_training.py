@@ -134,3 +134,24 @@ def test_train_writes_log_checkpoint_and_resumes(assets, tmp_path):
     starts = [r['step'] for r in map(json.loads, (run / 'train_log.jsonl').read_text()
                                      .splitlines()) if r['event'] == 'start']
     assert starts == [0, 3]
+
+
+def test_init_starts_from_a_saved_pipeline(assets, tmp_path):
+    """init=FOLDER fine-tunes: the run starts from those weights, not from a fresh model."""
+    from adaqual_ros.pipelines.pipeline_adaqual import AdaQualPipeline
+
+    base = ['model_config=tiny', 'cell=32', 'crop=64', 'batch_size=2', 'val_images=1',
+            'val_size=64', 'num_workers=0', 'max_images=3', 'time_limit_min=0', 'threads=1',
+            'warmup_steps=1', 'clean_dirs=[data/clean/bsds500/train]', 'camera_aug=1.0']
+    train(merge_config({'assets': str(assets)}, base + [
+        f'out_dir={tmp_path / "a"}', 'steps=2', 'val_every=100', 'checkpoint_every=100']))
+    start = tmp_path / 'a' / 'pipeline_final'
+    # lr 0: the weights cannot move, so a fine-tune from `start` must end where it began
+    train(merge_config({'assets': str(assets)}, base + [
+        f'out_dir={tmp_path / "b"}', f'init={start}', 'steps=1', 'lr=0', 'min_lr=0',
+        'val_every=100', 'checkpoint_every=100']))
+    a = AdaQualPipeline.from_pretrained(start).unet.state_dict()
+    b = AdaQualPipeline.from_pretrained(tmp_path / 'b' / 'pipeline_final').unet.state_dict()
+    fresh = AdaQualPipeline.from_components_config('tiny', cell=32).unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], fresh[k]) for k in a)
