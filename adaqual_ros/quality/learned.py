@@ -11,6 +11,7 @@ predictions, so partial last cells are exact and any frame size works.
 """
 from pathlib import Path
 
+import cv2
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 import numpy as np
@@ -20,6 +21,9 @@ import torch.nn.functional as F
 
 from adaqual_ros.quality.base import QualityEstimatorMixin, check_cell
 from adaqual_ros.quality.types import DEGRADATION_TYPES
+
+# Long side above which frames are estimated at half size (the training photos are <= 800 px).
+MAX_SIDE = 1280
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / 'checkpoints' / 'quality_learned'
 
@@ -107,6 +111,8 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         self.head = nn.Sequential(nn.Conv2d(c3, c3, 1), nn.ReLU(),
                                   nn.Conv2d(c3, 1 + len(DEGRADATION_TYPES), 1))
         self._cell = None
+        # Frames with a longer side are estimated at half size (see _training_scale).
+        self.max_side = MAX_SIDE
         self.cell = cell
         self._hp_kernel = None
 
@@ -193,6 +199,26 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         values = values / weight
         return values[:, 0], values[:, 1:].permute(0, 2, 3, 1)
 
+    def _training_scale(self, frames):
+        """
+        Frames larger than the training images (long side over ``max_side``) at half size, with
+        half the cell, so the grid still matches the full frame's cells.
+
+        The net learned weather and texture at the apparent scale of <= 800 px photos; a soft
+        1920x1080 video frame read at full size looks hazy to it.
+        """
+        out, cells = [], []
+        for frame in frames:
+            h, w = frame.shape[:2]
+            if max(h, w) > self.max_side and self.cell % (2 * self.out_stride) == 0:
+                frame = cv2.resize(frame, ((w + 1) // 2, (h + 1) // 2),
+                                   interpolation=cv2.INTER_AREA)
+                cells.append(self.cell // 2)
+            else:
+                cells.append(self.cell)
+            out.append(frame)
+        return out, cells
+
     @torch.inference_mode()
     def _estimate_grids(self, frames):
         was_training = self.training
@@ -201,17 +227,18 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
             results = []
             # Same-size frames run as one batch; others one by one.
             groups = {}
+            frames, cells = self._training_scale(frames)
             for i, frame in enumerate(frames):
-                groups.setdefault(frame.shape, []).append(i)
+                groups.setdefault((frame.shape, cells[i]), []).append(i)
             out = [None] * len(frames)
-            for shape, idx in groups.items():
+            for (shape, cell), idx in groups.items():
                 batch = np.stack([frames[i] for i in idx])
                 # Convert while still HWC-contiguous; the permuted view is channels_last, which
                 # pooling and convolution read directly (no strided copy of the full frame).
                 x = torch.from_numpy(batch).to(self.device).to(self.dtype).mul_(1.0 / 255.0)
                 x = x.permute(0, 3, 1, 2)
                 scores, logits = self(x)
-                cs, cp = self.to_cells(scores.float(), logits.float(), shape[:2])
+                cs, cp = self.to_cells(scores.float(), logits.float(), shape[:2], cell)
                 cs, cp = cs.cpu().numpy(), cp.cpu().numpy()
                 for j, i in enumerate(idx):
                     out[i] = (cs[j], cp[j])

@@ -133,3 +133,33 @@ def test_learned_beats_classical_on_heldout(assets, learned):
     assert results['learned']['spearman'] > results['classical']['spearman'] + 0.02, results
     assert results['learned']['mae'] < results['classical']['mae']
     assert results['learned']['spearman'] > 0.8
+
+
+def test_frames_above_max_side_are_read_at_half_size(learned, val_image):
+    """A full-HD frame is estimated at half size with half the cell: same grid, same numbers."""
+    import cv2
+
+    from adaqual_ros.weather import synthesize
+
+    rainy = synthesize(val_image, 'haze_rain', 0, severity=0.5, ground_truth=False).degraded
+    big = cv2.resize(rainy, (1922, 1082), interpolation=cv2.INTER_CUBIC)
+    half = cv2.resize(big, (961, 541), interpolation=cv2.INTER_AREA)
+    got = learned.estimate(big)
+    assert got.scores.shape == grid_shape(1082, 1922, learned.cell)
+    assert got.image_size == (1082, 1922)
+    old_cell = learned.cell
+    learned.cell = old_cell // 2
+    try:
+        want = learned.estimate(half)
+    finally:
+        learned.cell = old_cell
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+    # at or below max_side nothing is resized: the full-size read differs from the half-size one
+    small = big[:720, :1280]
+    full = learned.estimate(small)
+    learned.max_side = 10_000
+    try:
+        assert np.array_equal(learned.estimate(small).scores, full.scores)
+        assert not np.allclose(learned.estimate(big).scores, got.scores, atol=1e-3)
+    finally:
+        learned.max_side = 1280

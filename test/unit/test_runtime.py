@@ -19,12 +19,7 @@ from adaqual_ros.runtime.device import plan_device, resolve_device
 CELL = 64
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _few_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def random_pipeline(seed=0):
