@@ -30,9 +30,6 @@ import time
 
 import cv2
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
@@ -41,7 +38,7 @@ from adaqual_ros.detection.yolo import Detector, draw_detections, find_detector
 from adaqual_ros.io.codec import ImageCodecError, encoding_info
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
-from adaqual_ros.ros.node_parts import ImageInput, Mailbox, Outputs, input_topic
+from adaqual_ros.ros.node_parts import ImageInput, Mailbox, Outputs, input_topic, run_node
 from adaqual_ros.ros.params import DETECTION_PARAMS, ParamBinding, parse_classes
 from adaqual_ros.ros.qos import publisher_qos
 
@@ -384,20 +381,7 @@ def _rescaled(dets, factor, image_size):
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            try:
-                node = DetectionNode()
-            except Exception as exc:  # noqa: BLE001 - report why the node cannot start, exit 1
-                get_logger(NODE_NAME).fatal(f'cannot start: {exc}')
-                return 1
-            try:
-                rclpy.spin(node)
-            finally:
-                node.close()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return run_node(DetectionNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

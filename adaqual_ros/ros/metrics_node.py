@@ -22,8 +22,6 @@ from pathlib import Path
 import sys
 import threading
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
@@ -32,6 +30,7 @@ from std_srvs.srv import Trigger
 from adaqual_ros.detection.yolo import Detections
 from adaqual_ros.metrics.detection import DetectionAccumulator, load_yolo_labels
 from adaqual_ros.metrics.report import latency_summary, write_report
+from adaqual_ros.ros.node_parts import run_node
 from adaqual_ros.ros.params import METRICS_PARAMS, ParamBinding
 
 NODE_NAME = 'adaqual_metrics'
@@ -246,16 +245,7 @@ class MetricsNode(Node):
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            node = MetricsNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.close()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return run_node(MetricsNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

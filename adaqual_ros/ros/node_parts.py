@@ -1,9 +1,36 @@
-"""Pieces the image-processing nodes share: the newest-frame mailbox and the output set."""
+"""Pieces the nodes share: the process entry point, the newest-frame mailbox, the output set."""
 import threading
 
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.logging import get_logger
 from sensor_msgs.msg import CompressedImage, Image
 
 from adaqual_ros.ros.qos import describe_qos, qos_key, subscriber_qos
+
+
+def run_node(make_node, name, args=None):
+    """
+    A node's main(): init rclpy, build the node, spin until shutdown; returns the exit status.
+
+    A node that cannot start (bad parameters, missing weights) logs one FATAL line saying why
+    and the process exits 1. On the way out the node's ``close()`` runs where it has one (it may
+    stop a worker or write a report), else ``destroy_node()``.
+    """
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = make_node()
+            except Exception as exc:  # noqa: BLE001 - report why the node cannot start, exit 1
+                get_logger(name).fatal(f'cannot start: {exc}')
+                return 1
+            try:
+                rclpy.spin(node)
+            finally:
+                getattr(node, 'close', node.destroy_node)()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
 
 
 class Mailbox:

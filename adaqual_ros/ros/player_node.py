@@ -17,15 +17,14 @@ import json
 import sys
 
 import cv2
-import rclpy
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from adaqual_ros.io.bags import camera_info_dict
 from adaqual_ros.ros import conversions
+from adaqual_ros.ros.node_parts import run_node
 from adaqual_ros.ros.params import PLAYER_PARAMS, ParamBinding
 from adaqual_ros.ros.qos import publisher_qos
 
@@ -177,16 +176,7 @@ class PlayerNode(Node):
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            node = PlayerNode()
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, FileNotFoundError) as exc:
-        print(f'player_node: {exc}', file=sys.stderr)
-        return 1
-    return 0
+    return run_node(PlayerNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':

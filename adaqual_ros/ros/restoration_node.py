@@ -23,9 +23,6 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
-from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -35,7 +32,7 @@ from std_srvs.srv import SetBool
 from adaqual_ros.io.codec import ImageCodecError, encoding_info
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
-from adaqual_ros.ros.node_parts import ImageInput, Mailbox, Outputs, input_topic
+from adaqual_ros.ros.node_parts import ImageInput, Mailbox, Outputs, input_topic, run_node
 from adaqual_ros.ros.params import RESTORATION_PARAMS, ParamBinding, settings_from_params
 from adaqual_ros.ros.qos import publisher_qos, subscriber_qos
 from adaqual_ros.runtime import InvalidFrameError, Restorer
@@ -472,20 +469,7 @@ def _to_uint8(array):
 
 
 def main(args=None):
-    try:
-        with rclpy.init(args=args):
-            try:
-                node = RestorationNode()
-            except Exception as exc:  # noqa: BLE001 - report why the node cannot start, exit 1
-                get_logger(NODE_NAME).fatal(f'cannot start: {exc}')
-                return 1
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    return 0
+    return run_node(RestorationNode, NODE_NAME, args)
 
 
 if __name__ == '__main__':
