@@ -46,6 +46,10 @@ def add_arguments(parser):
                        help='AdaQual pipeline folder (default: the shipped checkpoint)')
         p.add_argument('--quality-backend', default=None,
                        help='quality estimator for the restorer (learned|classical|deqa)')
+        p.add_argument('--steps', type=int, default=None,
+                       help='AdaQual DDIM steps (default: the runtime default, 2)')
+        p.add_argument('--skip-threshold', type=float, default=None,
+                       help='quality at or above which regions pass through (default 4.0)')
         p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
         p.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
         p.add_argument('--strip', type=int, default=3,
@@ -104,7 +108,10 @@ class Row:
 
         settings = RestorerSettings(
             backend=name, device=args.device, half=False, model_path=args.model_path,
-            fallback_to_classical=False, threads=args.threads)
+            fallback_to_classical=False, threads=args.threads,
+            # the same knobs as the node's parameters; unset = the runtime's defaults
+            **{k: v for k, v in (('steps', args.steps), ('skip_threshold', args.skip_threshold))
+               if v is not None})
         self.note = ''
         if args.quality_backend:
             self.restorer = Restorer(settings.with_changes(quality_backend=args.quality_backend))

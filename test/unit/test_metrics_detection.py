@@ -216,3 +216,19 @@ def test_evaluate_video_and_bag_against_clean_frames(asset, tmp_path):
     doc = json.loads((tmp_path / 'b' / 'report.json').read_text())
     assert doc['meta']['topic'] == '/cam/image_raw/compressed' and doc['meta']['frames'] == 2
     assert doc['results']['raw']['images'] == 2 and 'clahe' in doc['results']
+
+
+def test_evaluate_passes_restorer_knobs(tmp_path):
+    """--steps and --skip-threshold reach the restorer (the same knobs as the node's)."""
+    from adaqual_ros.cli.evaluate import Row
+    from adaqual_ros.cli.main import build_parser
+
+    base = ['evaluate', 'labelled', '--images', str(tmp_path), '--labels', str(tmp_path),
+            '--out', str(tmp_path / 'o'), '--quality-backend', 'classical']
+    args = build_parser('evaluate').parse_args(base + ['--steps', '1', '--skip-threshold', '3.5'])
+    row = Row('adaqual', args)
+    assert (row.restorer.settings.steps, row.restorer.settings.skip_threshold) == (1, 3.5)
+    default = Row('adaqual', build_parser('evaluate').parse_args(base))
+    assert (default.restorer.settings.steps, default.restorer.settings.skip_threshold) == (2, 4.0)
+    with pytest.raises(ValueError, match='steps must be >= 1'):
+        Row('adaqual', build_parser('evaluate').parse_args(base + ['--steps', '0']))
