@@ -35,10 +35,18 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from adaqual_ros.detection.yolo import Detector, draw_detections, find_detector
-from adaqual_ros.io.codec import ImageCodecError, encoding_info
+from adaqual_ros.io.codec import ImageCodecError
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
-from adaqual_ros.ros.node_parts import ImageInput, Mailbox, Outputs, input_topic, run_node
+from adaqual_ros.ros.node_parts import (
+    FrameRejected,
+    ImageInput,
+    Mailbox,
+    Outputs,
+    check_image_header,
+    input_topic,
+    run_node,
+)
 from adaqual_ros.ros.params import DETECTION_PARAMS, ParamBinding, parse_classes
 from adaqual_ros.ros.qos import publisher_qos
 
@@ -53,14 +61,6 @@ _INPUT_DEPTH = 5
 _LOG_EVERY_S = 5.0
 # Changing these needs a new model object; the others are set on the loaded one.
 _RELOAD_KEYS = ('model', 'device', 'half')
-
-
-class FrameRejected(Exception):
-    """A frame that cannot be used; `reason` names its `dropped.<reason>` counter."""
-
-    def __init__(self, reason, message):
-        super().__init__(message)
-        self.reason = reason
 
 
 def stamp_ns(header):
@@ -312,12 +312,7 @@ class DetectionNode(Node):
             except ImageCodecError as exc:
                 raise FrameRejected('decode_error', str(exc)) from None
             return _to_uint8_rgb(rgb)
-        if msg.height == 0 or msg.width == 0:
-            raise FrameRejected('empty_frame', f'zero-size image {msg.width}x{msg.height}')
-        try:
-            encoding_info(msg.encoding)
-        except ImageCodecError as exc:
-            raise FrameRejected('unknown_encoding', str(exc)) from None
+        check_image_header(msg)
         try:
             array = conversions.imgmsg_to_cv2(msg)
         except ImageCodecError as exc:  # data shorter than step * height, bad step...

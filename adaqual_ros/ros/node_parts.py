@@ -6,7 +6,26 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
 from sensor_msgs.msg import CompressedImage, Image
 
+from adaqual_ros.io.codec import ImageCodecError, encoding_info
 from adaqual_ros.ros.qos import describe_qos, qos_key, subscriber_qos
+
+
+class FrameRejected(Exception):
+    """A frame that cannot be used; `reason` names its counter in diagnostics."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_image_header(msg):
+    """Raise FrameRejected for a raw Image with no pixels or an encoding the codec lacks."""
+    if msg.height == 0 or msg.width == 0:
+        raise FrameRejected('empty_frame', f'zero-size image {msg.width}x{msg.height}')
+    try:
+        encoding_info(msg.encoding)
+    except ImageCodecError as exc:
+        raise FrameRejected('unknown_encoding', str(exc)) from None
 
 
 def run_node(make_node, name, args=None):

@@ -29,10 +29,18 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
-from adaqual_ros.io.codec import ImageCodecError, encoding_info
+from adaqual_ros.io.codec import ImageCodecError
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
-from adaqual_ros.ros.node_parts import ImageInput, Mailbox, Outputs, input_topic, run_node
+from adaqual_ros.ros.node_parts import (
+    FrameRejected,
+    ImageInput,
+    Mailbox,
+    Outputs,
+    check_image_header,
+    input_topic,
+    run_node,
+)
 from adaqual_ros.ros.params import RESTORATION_PARAMS, ParamBinding, settings_from_params
 from adaqual_ros.ros.qos import publisher_qos, subscriber_qos
 from adaqual_ros.runtime import InvalidFrameError, Restorer
@@ -44,18 +52,6 @@ _NODE_ONLY = {'enabled', 'max_rate_hz', 'max_pixels', 'input_compressed',
               'diagnostics_period_s'}
 _INPUT_DEPTH = 5
 _LOG_EVERY_S = 5.0
-
-
-class FrameRejected(Exception):
-    """
-    A frame that cannot be used; `reason` names its counter in diagnostics.
-
-    Raised while decoding, the frame is dropped; raised while restoring, `on_error` decides.
-    """
-
-    def __init__(self, reason, message):
-        super().__init__(message)
-        self.reason = reason
 
 
 def stamp_key(header):
@@ -291,12 +287,7 @@ class RestorationNode(Node):
             except ImageCodecError as exc:
                 raise FrameRejected('decode_error', str(exc)) from None
             return frame, tag.partition(':')[2]  # raw Image out, in the recorded encoding
-        if msg.height == 0 or msg.width == 0:
-            raise FrameRejected('empty_frame', f'zero-size image {msg.width}x{msg.height}')
-        try:
-            encoding_info(msg.encoding)
-        except ImageCodecError as exc:
-            raise FrameRejected('unknown_encoding', str(exc)) from None
+        check_image_header(msg)
         try:
             # Alpha rides along as a fourth channel the restorer passes through untouched.
             return conversions.image_to_rgb(msg, keep_alpha=True)
