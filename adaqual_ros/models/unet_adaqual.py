@@ -110,13 +110,11 @@ class AdaQualUNet(ModelMixin, ConfigMixin):
         """Frame sizes are padded internally to a multiple of this."""
         return self.config.unshuffle * 2 ** len(self.config.enc_blocks)
 
-    def _quality_features(self, quality, size, factor, cell):
-        gh, gw = quality.shape[-2:]
-        rows = torch.clamp((torch.arange(size[0], device=quality.device) * factor + factor // 2)
-                           // cell, max=gh - 1)
-        cols = torch.clamp((torch.arange(size[1], device=quality.device) * factor + factor // 2)
-                           // cell, max=gw - 1)
-        return quality[:, :, rows][:, :, :, cols]
+    @staticmethod
+    def _cell_indices(grid, size, factor, cell, device):
+        """The quality cell of each feature row and column at a level downsampled by factor."""
+        return tuple(torch.clamp((torch.arange(n, device=device) * factor + factor // 2) // cell,
+                                 max=g - 1) for n, g in zip(size, grid))
 
     def forward(self, sample, timestep, condition, quality, cell=64, global_embeds=None,
                 global_mask=None, local_embeds=None, local_mask=None, return_dict=True):
@@ -185,23 +183,23 @@ class AdaQualUNet(ModelMixin, ConfigMixin):
         x = self.intro(x)
         factor, skips = u, []
         for blocks, down in zip(self.encoders, self.downs):
-            qf = self._quality_features(qemb, x.shape[-2:], factor, cell)
+            idx = self._cell_indices(qemb.shape[-2:], x.shape[-2:], factor, cell, x.device)
             for blk in blocks:
-                x = blk(x, temb, qf)
+                x = blk(x, temb, qemb, *idx)
             skips.append(x)
             x = down(x)
             factor *= 2
-        qf = self._quality_features(qemb, x.shape[-2:], factor, cell)
+        idx = self._cell_indices(qemb.shape[-2:], x.shape[-2:], factor, cell, x.device)
         for blk in self.middle:
-            x = blk(x, temb, qf)
+            x = blk(x, temb, qemb, *idx)
         if self.middle_attn is not None:
             x = self.middle_attn(x, factor, *attn_args)
         for level, (up, blocks) in enumerate(zip(self.ups, self.decoders)):
             x = up(x) + skips.pop()
             factor //= 2
-            qf = self._quality_features(qemb, x.shape[-2:], factor, cell)
+            idx = self._cell_indices(qemb.shape[-2:], x.shape[-2:], factor, cell, x.device)
             for blk in blocks:
-                x = blk(x, temb, qf)
+                x = blk(x, temb, qemb, *idx)
             if str(level) in self.dec_attn:
                 x = self.dec_attn[str(level)](x, factor, *attn_args)
         x = self.ending(x)
