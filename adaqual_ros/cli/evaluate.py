@@ -46,6 +46,8 @@ def add_arguments(parser):
                        help='AdaQual pipeline folder (default: the shipped checkpoint)')
         p.add_argument('--quality-backend', default=None,
                        help='quality estimator for the restorer (learned|classical|deqa)')
+        p.add_argument('--quality-model-path', default='',
+                       help='quality estimator weights folder (default: the shipped one)')
         p.add_argument('--steps', type=int, default=None,
                        help='AdaQual DDIM steps (default: the runtime default, 2)')
         p.add_argument('--skip-threshold', type=float, default=None,
@@ -108,7 +110,7 @@ class Row:
 
         settings = RestorerSettings(
             backend=name, device=args.device, half=False, model_path=args.model_path,
-            fallback_to_classical=False, threads=args.threads,
+            quality_model_path=args.quality_model_path, fallback_to_classical=False, threads=args.threads,
             # the same knobs as the node's parameters; unset = the runtime's defaults
             **{k: v for k, v in (('steps', args.steps), ('skip_threshold', args.skip_threshold))
                if v is not None})

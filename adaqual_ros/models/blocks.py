@@ -14,12 +14,24 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x):
+        if x.is_cuda and x.shape[1] % 4:
+            return self.forward_unfused(x)
         # One fused layer_norm kernel on the channels-last view (it computes in float32 under
         # fp16 too); written out as mean/var/div it was ~9 full-size passes, the bulk of the
         # network's GPU time. The result keeps the input's memory format.
         y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
         y = y.permute(0, 3, 1, 2)
         return y if channels_last(x) else y.contiguous()
+
+    def forward_unfused(self, x):
+        """
+        The same normalisation in four passes. CUDA's vectorised layer_norm needs the channel
+        count to divide by 4; otherwise it falls back to one thread block per row, which took
+        4.4 ms per call at 1280x720 with 42 channels (the paper config's width; H200 profile).
+        """
+        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return torch.addcmul(self.bias[:, None, None], y, self.weight[:, None, None])
 
 
 def channels_last(x):

@@ -7,7 +7,7 @@ random condition from CONDITIONS with a random severity; targets are the synthes
 quality and per-type damage at the network's stride (32 px) and at 64 px cells (pooled from the
 32 px damages, which are cell means of a predicted SSIM map).
 """
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 import json
 import math
 from pathlib import Path
@@ -50,6 +50,10 @@ class TrainConfig:
             on the clean crop and, separately, of JPEG compression after the weather
             (weather/camera.py); teaches that soft, flat or compressed video is not weather.
         init (`str`): weights folder to start from (fine-tuning); empty = random init.
+        mix_fraction (`float`): share of weather samples whose crop keeps a clean band (one to
+            all-but-one 64 px cells wide, at a cell edge; targets 5 / no damage there): real
+            frames are partly clean, and without it the frame-level context lowers the clean
+            cells next to weather, so they are restored instead of skipped.
     """
 
     out: str = 'adaqual_ros/checkpoints/quality_learned'
@@ -72,13 +76,14 @@ class TrainConfig:
     widths: str = '32,48,64'
     camera_aug: float = 0.5
     init: str = ''
+    mix_fraction: float = 0.0
 
 
 class SyntheticQualityCrops(torch.utils.data.IterableDataset):
     """Endless stream of (image (3,c,c) float, q32, t32, q64, t64) from the weather synthesis."""
 
     def __init__(self, files, crop=192, clean_fraction=0.1, seed=0, layers_root=None,
-                 max_side=800, reuse=1, pool=256, camera_aug=0.0):
+                 max_side=800, reuse=1, pool=256, camera_aug=0.0, mix_fraction=0.0):
         super().__init__()
         if crop % 64:
             raise ValueError(f'crop must be a multiple of 64, got {crop}')
@@ -93,6 +98,7 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
         self.reuse = reuse
         self.pool = pool
         self.camera_aug = camera_aug
+        self.mix_fraction = mix_fraction
 
     def __iter__(self):
         """
@@ -147,6 +153,8 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
             else:
                 condition = degraded_conditions[int(rng.integers(len(degraded_conditions)))]
             sample = synthesize(patch, condition, rng, cell=32, layers=layers)
+            if condition != 'clean' and rng.random() < self.mix_fraction:
+                sample = keep_clean_band(sample, rng)
             # Damage is one minus a cell-mean SSIM, so 64 px damage is the mean of its four
             # 32 px cells; the types then combine into quality as in the synthesis.
             t64 = sample.types.reshape(c // 64, 2, c // 64, 2, -1).mean(axis=(1, 3))
@@ -157,6 +165,33 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
                 image = image.float() / 255.0
             yield (image, torch.from_numpy(sample.quality), torch.from_numpy(sample.types),
                    torch.from_numpy(q64), torch.from_numpy(t64))
+
+
+def keep_clean_band(sample, rng, cell=64):
+    """
+    The (square) sample with a band of whole ``cell`` px cells along one edge put back to its
+    clean input: targets there become quality 5 and no damage (on the synthesis' grid).
+    """
+    clean = sample.clean
+    size = clean.shape[0]
+    n = size // cell
+    if n < 2:
+        return sample
+    width = int(rng.integers(1, n)) * cell  # at least one cell of each kind
+    edge = int(rng.integers(4))  # top, bottom, left, right
+    mask = np.zeros(clean.shape[:2], dtype=bool)
+    band = slice(0, width) if edge in (0, 2) else slice(size - width, size)
+    if edge < 2:
+        mask[band] = True
+    else:
+        mask[:, band] = True
+    degraded = sample.degraded.copy()
+    degraded[mask] = clean[mask]
+    s = sample.quality.shape[0]
+    cells = mask.reshape(s, size // s, s, size // s).all(axis=(1, 3))
+    quality, types = sample.quality.copy(), sample.types.copy()
+    quality[cells], types[cells] = 5.0, 0.0
+    return replace(sample, degraded=degraded, quality=quality, types=types)
 
 
 def quality_loss(model, batch, cfg):
@@ -184,7 +219,8 @@ def train_learned(cfg, log=print):
     files = train_files(cfg.assets)
     layers_root = cfg.assets if (Path(cfg.assets) / 'data' / 'weather_layers').is_dir() else None
     data = SyntheticQualityCrops(files, cfg.crop, cfg.clean_fraction, cfg.seed, layers_root,
-                                 cfg.max_side, cfg.reuse, cfg.pool, cfg.camera_aug)
+                                 cfg.max_side, cfg.reuse, cfg.pool, cfg.camera_aug,
+                                 cfg.mix_fraction)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch, num_workers=cfg.workers,
                                          persistent_workers=cfg.workers > 0)
     if cfg.init:

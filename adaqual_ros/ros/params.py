@@ -177,7 +177,7 @@ RESTORATION_PARAMS = (
               (1.0, 5.0)),
     ParamSpec('tile_size', _DEFAULTS.tile_size,
               'Tile edge in pixels for model inference, a multiple of the 64 px quality cell '
-              '(0 = whole frame)', (0, 4096, 64)),
+              '(0 = whole frame: one network call, the faster choice on a GPU)', (0, 4096, 64)),
     ParamSpec('quality_backend', _DEFAULTS.quality_backend,
               'Quality estimator: learned (shipped small net), classical (no weights) or deqa',
               QUALITY_BACKENDS),

@@ -163,3 +163,27 @@ def test_frames_above_max_side_are_read_at_half_size(learned, val_image):
         assert not np.allclose(learned.estimate(big).scores, got.scores, atol=1e-3)
     finally:
         learned.max_side = 1280
+
+
+def test_clean_band_restores_clean_cells_and_their_targets(val_image):
+    from adaqual_ros.quality.training import keep_clean_band
+    from adaqual_ros.weather import synthesize
+
+    rng = np.random.default_rng(3)
+    crop = np.ascontiguousarray(val_image[:192, :192])
+    sample = synthesize(crop, 'haze_rain', rng, cell=32)
+    seen = set()
+    for seed in range(12):
+        mixed = keep_clean_band(sample, np.random.default_rng(seed))
+        clean_px = (mixed.degraded == crop).all(axis=2)
+        # The band is whole 64 px cells along one edge, one to two cells wide; every cell is
+        # either back to the clean crop (targets: 5, no damage) or untouched.
+        cells = clean_px.reshape(3, 64, 3, 64).all(axis=(1, 3))
+        assert 1 <= cells.sum() <= 6 and cells.sum() % 3 == 0
+        q_cells = np.kron(cells, np.ones((2, 2), dtype=bool))
+        assert np.all(mixed.quality[q_cells] == 5.0) and np.all(mixed.types[q_cells] == 0.0)
+        assert np.array_equal(mixed.quality[~q_cells], sample.quality[~q_cells])
+        assert np.array_equal(mixed.degraded[~np.kron(cells, np.ones((64, 64), dtype=bool))],
+                              sample.degraded[~np.kron(cells, np.ones((64, 64), dtype=bool))])
+        seen.add((tuple(cells.any(axis=1)), tuple(cells.any(axis=0))))
+    assert len(seen) > 2  # different edges and widths
