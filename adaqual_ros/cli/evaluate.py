@@ -110,7 +110,8 @@ class Row:
 
         settings = RestorerSettings(
             backend=name, device=args.device, half=False, model_path=args.model_path,
-            quality_model_path=args.quality_model_path, fallback_to_classical=False, threads=args.threads,
+            quality_model_path=args.quality_model_path, fallback_to_classical=False,
+            threads=args.threads,
             # the same knobs as the node's parameters; unset = the runtime's defaults
             **{k: v for k, v in (('steps', args.steps), ('skip_threshold', args.skip_threshold))
                if v is not None})
