@@ -7,6 +7,7 @@ restored and original pixels and converts back to the caller's format.
 """
 from dataclasses import dataclass, field
 import threading
+import warnings
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from adaqual_ros.runtime import classical
 from adaqual_ros.runtime.device import compile_module, plan_device, synchronize, to_device_tensor
-from adaqual_ros.runtime.faults import OomFault
+from adaqual_ros.runtime.faults import OomFault, is_out_of_memory
 from adaqual_ros.runtime.tiling import run_windows
 
 
@@ -83,6 +84,9 @@ class RestorationBackend:
     name = 'base'
     uses_network = False
     device = torch.device('cpu')
+    # True: a frame with any degraded cell runs as one whole-frame window, so the network sees
+    # one input shape per camera (a compiled network recompiles for every new window shape).
+    whole_frames = False
 
     def restore(self, rgb, quality_map, windows, stream, settings):
         """
@@ -183,8 +187,9 @@ class AdaQualBackend(RestorationBackend):
         if self.plan.channels_last:
             unet.to(memory_format=torch.channels_last)
         unet.eval()
+        self._compiled_once = False
         if self.plan.compile:
-            compile_module(unet)
+            self.whole_frames = compile_module(unet)
         self.cell = int(self.pipeline.config.cell)
         # The pipeline's scheduler holds per-call state: one frame at a time per backend.
         self._lock = threading.Lock()
@@ -233,11 +238,21 @@ class AdaQualBackend(RestorationBackend):
                 self._fault.check(batch.shape, self.device)
             with torch.inference_mode():
                 image = to_device_tensor(np.ascontiguousarray(batch), self.plan)
-                output = pipe(image, quality_maps=qmaps, prompts=prompts, latents=latents,
-                              generator=stream.generator,
-                              num_inference_steps=int(settings.steps), return_dict=True)
+
+                def call():
+                    return pipe(image, quality_maps=qmaps, prompts=prompts, latents=latents,
+                                generator=stream.generator,
+                                num_inference_steps=int(settings.steps), return_dict=True)
+
+                try:
+                    output = call()
+                except Exception as exc:  # noqa: BLE001 - only a failed compilation is retried
+                    if not self._compile_failed(exc):
+                        raise
+                    output = call()
                 restored = output.images.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
             synchronize(self.plan)
+            self._compiled_once = True
             timings['model'] += _ms(start)
             all_prompts.extend(prompts)
             return restored
@@ -246,6 +261,19 @@ class AdaQualBackend(RestorationBackend):
             image = run_windows(rgb, windows, run, batch_size=max(1, int(settings.tile_batch)))
         return BackendOutput(image, prompts=all_prompts, timings=timings,
                              windows_run=len(windows))
+
+    def _compile_failed(self, exc):
+        """
+        torch.compile compiles at the first call, so a missing compiler shows up there: warn
+        once, run eagerly from then on, and let the caller retry. False for any other error.
+        """
+        if not self.whole_frames or self._compiled_once or is_out_of_memory(exc):
+            return False
+        warnings.warn(f'torch.compile failed at the first call ({type(exc).__name__}: {exc}); '
+                      'running eagerly', RuntimeWarning, stacklevel=3)
+        self.pipeline.unet._compiled_call_impl = None  # what nn.Module.compile set
+        self.whole_frames = False
+        return True
 
     def frame_prompts(self, quality_map):
         return self._prompts_for(quality_map)

@@ -304,9 +304,14 @@ class Restorer:
         while True:
             t = time.perf_counter()
             tiling = runtime.limits.apply(settings)
-            windows = plan_windows(degraded, (height, width), qmap.cell,
-                                   _tile_size(tiling.tile_size, qmap.cell),
-                                   tiling.tile_overlap, tiling.merge_tiles)
+            if runtime.backend.whole_frames and not runtime.limits.tile:
+                # Clean cells still pass through bit-identical: the skip blend keeps them.
+                windows = plan_windows(np.ones_like(degraded), (height, width), qmap.cell, 0,
+                                       tiling.tile_overlap, True)
+            else:
+                windows = plan_windows(degraded, (height, width), qmap.cell,
+                                       _tile_size(tiling.tile_size, qmap.cell),
+                                       tiling.tile_overlap, tiling.merge_tiles)
             timings['convert'] += _ms(t)
             t = time.perf_counter()
             try:

@@ -1,4 +1,5 @@
 """Restorer runtime: formats, skipping clean regions, tiling, devices, backends, updates."""
+import shutil
 import time
 import warnings
 
@@ -382,3 +383,43 @@ def test_thread_setting_applies_to_torch_and_opencv():
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+# -- torch.compile ----------------------------------------------------------------------------
+
+def _half_degraded(h=128, w=192):
+    degraded = np.zeros(grid_shape(h, w, CELL), bool)
+    degraded[:, 2:] = True
+    return haze(scene(h, w)), qmap_for(h, w, degraded)
+
+
+@pytest.mark.skipif(shutil.which('g++') is None, reason='torch.compile on the CPU needs g++')
+def test_compiled_network_sees_whole_frames_and_clean_cells_stay_untouched():
+    frame, qmap = _half_degraded()
+    restorer = Restorer(settings(backend='adaqual', compile=True), pipeline=random_pipeline(3))
+    for _ in range(2):  # one shape per camera: the second frame reuses the compiled graph
+        result = restorer.restore(frame, quality_map=qmap)
+        assert result.windows == 1 and result.processed_fraction == 1.0
+        assert np.array_equal(result.image[:, :128], frame[:, :128])
+        assert not np.array_equal(result.image[:, 128:], frame[:, 128:])
+    assert restorer._runtime.backend.whole_frames  # compiled, not fallen back
+
+
+def test_compile_failure_at_the_first_call_runs_eagerly_with_a_warning():
+    from torch._inductor import config as inductor_config
+
+    frame, qmap = _half_degraded(128, 256)
+    pipeline = random_pipeline(4)
+    expected = Restorer(settings(backend='adaqual'), pipeline=pipeline).restore(
+        frame, quality_map=qmap).image
+    torch._dynamo.reset()
+    with inductor_config.patch({'cpp.cxx': ('no-such-compiler',), 'fx_graph_cache': False}):
+        restorer = Restorer(settings(backend='adaqual', compile=True), pipeline=pipeline)
+        with pytest.warns(RuntimeWarning, match='torch.compile failed at the first call'):
+            result = restorer.restore(frame, quality_map=qmap)
+    torch._dynamo.reset()
+    assert not restorer._runtime.backend.whole_frames
+    # That frame was already planned as one whole window; clean cells stay untouched anyway.
+    assert np.array_equal(result.image[:, :128], frame[:, :128])
+    # From the next frame on: the eager network on adaptive windows, as without compile.
+    assert np.array_equal(restorer.restore(frame, quality_map=qmap).image, expected)
