@@ -29,6 +29,8 @@ def add_arguments(parser):
     parser.add_argument('--estimator', default='learned',
                         help="quality estimator for AdaQual and classical ('learned', "
                         "'classical'); falls back to 'classical' when 'learned' cannot load")
+    parser.add_argument('--quality-model-path', default='',
+                        help='weights folder of the estimator (default: the shipped one)')
     parser.add_argument('--steps', type=int, default=2, help='DDIM steps of the main row')
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--no-ablations', action='store_true', help='skip the ablations')
@@ -78,13 +80,13 @@ class _Scores:
         return out
 
 
-def _load_estimator(name, cell):
+def _load_estimator(name, cell, path=''):
     from adaqual_ros.quality import build_estimator
 
     try:
-        return build_estimator(name, cell=cell), name
+        return build_estimator(name, cell=cell, path=path or None), name
     except (FileNotFoundError, OSError, ValueError) as exc:
-        if name == 'classical':
+        if name == 'classical' or path:
             raise
         print(f'eval-restore: estimator {name!r} unavailable ({exc}); using classical')
         return build_estimator('classical', cell=cell), 'classical'
@@ -116,7 +118,7 @@ def run(args):
     pipe = AdaQualPipeline.from_pretrained(args.model) if args.model else \
         AdaQualPipeline.from_pretrained()
     cell = pipe.config.cell
-    estimator, est_name = _load_estimator(args.estimator, cell)
+    estimator, est_name = _load_estimator(args.estimator, cell, args.quality_model_path)
     pipe.estimator = estimator
 
     # The held-out set is written once per (images, seed) and reused.
