@@ -7,8 +7,8 @@ restored and original pixels and converts back to the caller's format.
 """
 from dataclasses import dataclass, field
 import threading
-import warnings
 import time
+import warnings
 
 import numpy as np
 import torch
