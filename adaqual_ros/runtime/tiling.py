@@ -127,8 +127,9 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
     return windows
 
 
-# A merged window may hold this much more area than the cores it replaces (clean cells run
-# through the network); in exchange it saves two overlap margins and a seam.
+# A merged window may hold this much more clean area, as a share of the cores it joins to the
+# largest one (clean cells run through the network); in exchange it saves overlap margins and a
+# seam.
 MERGE_SLACK = 0.25
 
 
@@ -167,7 +168,10 @@ def _merge_rects(rects):
                         if k not in members and _intersects(box, r):
                             box, grown = _union(box, r), True
                             members.add(k)
-                if _area(box) <= (1.0 + MERGE_SLACK) * sum(_area(rects[k]) for k in members):
+                # The slack is measured against all but the largest member: a big window may
+                # take in a small neighbour, but not a wide clean strip on its way to it.
+                areas = sorted(_area(rects[k]) for k in members)
+                if _area(box) - sum(areas) <= MERGE_SLACK * sum(areas[:-1]):
                     rects = [r for k, r in enumerate(rects) if k not in members] + [box]
                     merged = True
                     break
