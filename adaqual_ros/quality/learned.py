@@ -237,6 +237,14 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
                 # pooling and convolution read directly (no strided copy of the full frame).
                 x = torch.from_numpy(batch).to(self.device).to(self.dtype).mul_(1.0 / 255.0)
                 x = x.permute(0, 3, 1, 2)
+                # Mirror the frame out to whole prediction blocks: a partial last row/column is
+                # then read from real content, not from zero-padded convolution borders (which
+                # scored the bottom 16 px row of clean 1280x720 frames as degraded).
+                s = self.out_stride
+                ph, pw = (-x.shape[2]) % s, (-x.shape[3]) % s
+                if ph or pw:
+                    tiny = ph >= x.shape[2] or pw >= x.shape[3]  # too small to mirror
+                    x = F.pad(x, (0, pw, 0, ph), mode='replicate' if tiny else 'reflect')
                 scores, logits = self(x)
                 cs, cp = self.to_cells(scores.float(), logits.float(), shape[:2], cell)
                 cs, cp = cs.cpu().numpy(), cp.cpu().numpy()

@@ -1,4 +1,6 @@
 """Pieces the nodes share: the process entry point, the newest-frame mailbox, the output set."""
+import os
+import sys
 import threading
 
 import rclpy
@@ -30,25 +32,33 @@ def check_image_header(msg):
 
 def run_node(make_node, name, args=None):
     """
-    A node's main(): init rclpy, build the node, spin until shutdown; returns the exit status.
+    A node's main(): init rclpy, build the node, spin until shutdown; returns the exit status (0; a node that cannot start ends the process with 1).
 
     A node that cannot start (bad parameters, missing weights) logs one FATAL line saying why
-    and the process exits 1. On the way out the node's ``close()`` runs where it has one (it may
-    stop a worker or write a report), else ``destroy_node()``.
+    and the process exits 1 at once, without Python's teardown: native libraries that the failed
+    constructor half set up (ONNX Runtime, torch threads) once crashed there under load, turning
+    exit 1 into SIGSEGV. On the way out of a normal run the node's ``close()`` runs where it has
+    one (it may stop a worker or write a report), else ``destroy_node()``.
     """
+    failed = False
     try:
         with rclpy.init(args=args):
             try:
                 node = make_node()
             except Exception as exc:  # noqa: BLE001 - report why the node cannot start, exit 1
                 get_logger(name).fatal(f'cannot start: {exc}')
-                return 1
-            try:
-                rclpy.spin(node)
-            finally:
-                getattr(node, 'close', node.destroy_node)()
+                failed = True
+            else:
+                try:
+                    rclpy.spin(node)
+                finally:
+                    getattr(node, 'close', node.destroy_node)()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    if failed:  # after rclpy's own shutdown (the with block)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     return 0
 
 

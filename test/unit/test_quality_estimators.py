@@ -187,3 +187,17 @@ def test_clean_band_restores_clean_cells_and_their_targets(val_image):
                               sample.degraded[~np.kron(cells, np.ones((64, 64), dtype=bool))])
         seen.add((tuple(cells.any(axis=1)), tuple(cells.any(axis=0))))
     assert len(seen) > 2  # different edges and widths
+
+
+def test_partial_edge_blocks_read_mirrored_frame_content(learned, val_image):
+    import torch
+
+    # 200x275 is not a multiple of the 32 px prediction stride: the last row and column of
+    # predictions see the frame mirrored out to whole blocks, as if the caller had padded it.
+    frame = np.ascontiguousarray(val_image[:200, :275])
+    padded = np.pad(frame, ((0, 24), (0, 13), (0, 0)), mode='reflect')
+    learned.eval()
+    with torch.inference_mode():
+        scores, logits = learned(torch.from_numpy(padded).permute(2, 0, 1)[None].float() / 255)
+    ref_scores, _ = learned.to_cells(scores, logits, frame.shape[:2], 64)
+    assert np.allclose(learned.estimate(frame).scores, ref_scores[0].numpy(), atol=1e-4)
