@@ -32,7 +32,8 @@ def check_image_header(msg):
 
 def run_node(make_node, name, args=None):
     """
-    A node's main(): init rclpy, build the node, spin until shutdown; returns the exit status (0; a node that cannot start ends the process with 1).
+    A node's main(): init rclpy, build the node, spin until shutdown; returns the exit status
+    (0: a node that cannot start ends the process with 1 itself).
 
     A node that cannot start (bad parameters, missing weights) logs one FATAL line saying why
     and the process exits 1 at once, without Python's teardown: native libraries that the failed
