@@ -12,17 +12,7 @@ RES=${RES:-1280x720}
 FRAMES=${FRAMES:-8}
 WARMUP=${WARMUP:-3}
 mkdir -p "$OUT" runs/prof
-if [ "$DEVICE" = cuda ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .gpu/whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-  PY=python3
-else
-  PY=${PY:-.venv/bin/python}
-fi
-export PYTHONUNBUFFERED=1 ADAQUAL_ASSETS=$PWD/.gpu/shared
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true; } \
-  > runs/prof/device.txt 2>&1
+. tools/gpu_env.sh runs/prof/device.txt
 B="$PY -m adaqual_ros.cli.main bench --device $DEVICE --backends adaqual --frames $FRAMES
   --warmup $WARMUP --threads 4 --no-ratios --resolutions $RES"
 run() {  # name, then bench options

@@ -19,21 +19,8 @@ BENCH_FRAMES=${BENCH_FRAMES:-8}
 RES=${RES:-640x480,1280x720}
 PAPER_RES=${PAPER_RES:-1280x720}
 mkdir -p "$OUT" runs
-if [ "$DEVICE" = cuda ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .gpu/whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-  PY=python3
-else
-  PY=${PY:-.venv/bin/python}
-fi
-export PYTHONUNBUFFERED=1 ADAQUAL_ASSETS=$PWD/.gpu/shared
+. tools/gpu_env.sh "$OUT/device.txt"
 A="$PY -m adaqual_ros.cli.main"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-  $PY -c 'import torch, diffusers, transformers, accelerate; print("torch", torch.__version__,
-  "diffusers", diffusers.__version__, "transformers", transformers.__version__, "accelerate",
-  accelerate.__version__, "cuda", torch.cuda.is_available())'; } > "$OUT/device.txt" 2>&1
-cat "$OUT/device.txt"
 
 R=$PWD/runs  # absolute: the bench resolves --model-path from its own working directory
 # shellcheck disable=SC2086
