@@ -170,6 +170,9 @@ RESTORATION_PARAMS = (
               'Torch device: auto (CUDA when present), cpu, cuda or cuda:N',
               check=_check_device, choices_note='`auto`, `cpu`, `cuda`, `cuda:N`'),
     ParamSpec('half', _DEFAULTS.half, 'Half precision on CUDA (ignored on CPU)'),
+    ParamSpec('compile', _DEFAULTS.compile,
+              'torch.compile the network (first frame of each size compiles for minutes; '
+              'frames with damage then run whole, one shape per camera)'),
     ParamSpec('steps', _DEFAULTS.steps, 'DDIM sampling steps (network evaluations per tile)',
               (1, 50)),
     ParamSpec('skip_threshold', _DEFAULTS.skip_threshold,
@@ -254,7 +257,8 @@ def settings_from_params(values, base=None):
         max_age_s=get('cache.max_age_s', base.cache.max_age_s),
         scene_threshold=get('cache.scene_threshold', base.cache.scene_threshold))
     changes = {key: get(key, getattr(base, key)) for key in (
-        'backend', 'model_path', 'device', 'half', 'steps', 'skip_threshold', 'tile_size',
+        'backend', 'model_path', 'device', 'half', 'compile', 'steps', 'skip_threshold',
+        'tile_size',
         'quality_backend', 'quality_model_path', 'threads', 'on_error',
         'fallback_to_classical', 'seed')}
     return base.with_changes(cache=cache, **changes)

@@ -21,7 +21,8 @@ FAST = ['backend:=classical', 'quality_backend:=classical', 'device:=cpu', 'thre
         'skip_threshold:=5.0', 'diagnostics_period_s:=0.25']
 
 # Parameters the issue asks for; each must be in the table with a description and limits.
-REQUIRED = ('enabled', 'backend', 'model_path', 'device', 'half', 'steps', 'skip_threshold',
+REQUIRED = ('enabled', 'backend', 'model_path', 'device', 'half', 'compile', 'steps',
+            'skip_threshold',
             'tile_size', 'quality_backend', 'cache.enabled', 'cache.max_frames',
             'cache.max_age_s', 'cache.scene_threshold', 'max_rate_hz', 'threads', 'on_error',
             'input_compressed', 'publish_visualization', 'output.reliability', 'output.depth')
@@ -71,9 +72,9 @@ def test_spec_validation_and_settings_mapping():
     assert 'does not exist' in table['model_path'].validate('/nonexistent/model')
     values = ros_params.defaults(ros_params.RESTORATION_PARAMS)
     values.update({'backend': 'classical', 'steps': 3, 'cache.max_frames': 7,
-                   'cache.scene_threshold': 0.2})
+                   'cache.scene_threshold': 0.2, 'compile': True})
     settings = ros_params.settings_from_params(values)
-    assert (settings.backend, settings.steps) == ('classical', 3)
+    assert (settings.backend, settings.steps, settings.compile) == ('classical', 3, True)
     assert (settings.cache.max_frames, settings.cache.scene_threshold) == (7, 0.2)
     with pytest.raises(ValueError, match='default of parameter x is invalid'):
         ros_params.ParamSpec('x', 5, 'a parameter with a bad default', (0, 1))
