@@ -192,7 +192,7 @@ class AdaQualPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, image, quality_maps=None, generator=None, num_inference_steps=2,
-                 return_dict=True, prompts=None, latents=None):
+                 return_dict=True, prompts=None, latents=None, prompt_embeds=None):
         """
         Restore a batch of frames.
 
@@ -206,6 +206,8 @@ class AdaQualPipeline(DiffusionPipeline):
             return_dict (`bool`, defaults to True): AdaQualOutput or a tuple.
             prompts (`list[PromptSet]`, *optional*): override the prompts (ablations).
             latents (`torch.Tensor`, *optional*): start noise instead of drawing it.
+            prompt_embeds (`dict`, *optional*): ``encode_prompts(prompts)`` computed by the
+                caller (it must match ``prompts``); saves assembling the embeddings twice.
 
         Returns:
             `AdaQualOutput` (or `(images, quality_maps, prompts)`).
@@ -220,7 +222,8 @@ class AdaQualPipeline(DiffusionPipeline):
             prompts = [self.prompter.build(q) for q in quality_maps]
         cond = {'quality': quality_tensor(quality_maps, device, dtype), 'cell': self.config.cell}
         if self.unet.config.use_prompts:
-            cond.update(self.encode_prompts(prompts))
+            cond.update(prompt_embeds if prompt_embeds is not None
+                        else self.encode_prompts(prompts))
         # 4. start noise from the caller's generator
         x0 = image.to(device=device, dtype=dtype)
         if latents is None:

@@ -229,8 +229,7 @@ class AdaQualBackend(RestorationBackend):
             start = time.perf_counter()
             qmaps = [quality_map.crop(w.y0, w.x0, w.h, w.w) for w in chunk]
             prompts = [self._prompts_for(quality_map, (w.y0, w.x0, w.h, w.w)) for w in chunk]
-            if pipe.unet.config.use_prompts:
-                pipe.encode_prompts(prompts)  # fills the embedding cache the call then reads
+            embeds = pipe.encode_prompts(prompts) if pipe.unet.config.use_prompts else None
             timings['prompts'] += _ms(start)
             start = time.perf_counter()
             latents = torch.cat([noise[:, :, w.y0:w.y0 + w.h, w.x0:w.x0 + w.w] for w in chunk])
@@ -241,7 +240,7 @@ class AdaQualBackend(RestorationBackend):
 
                 def call():
                     return pipe(image, quality_maps=qmaps, prompts=prompts, latents=latents,
-                                generator=stream.generator,
+                                prompt_embeds=embeds, generator=stream.generator,
                                 num_inference_steps=int(settings.steps), return_dict=True)
 
                 try:

@@ -81,6 +81,19 @@ def test_prompts_and_quality_change_the_restoration(pipe):
     assert (base.images - flat.images).abs().mean() > 1e-6
 
 
+def test_precomputed_prompt_embeddings_give_the_same_output(pipe):
+    image = torch.rand(1, 3, 64, 128)
+    maps = _maps(1, 64, 128, seed=6)
+    base = _run(pipe, image, maps)
+    embeds = pipe.encode_prompts(base.prompts)
+    again = _run(pipe, image, maps, prompts=base.prompts, prompt_embeds=embeds)
+    assert torch.equal(base.images, again.images)
+    other = pipe.encode_prompts([empty_prompts(base.prompts[0])])
+    # the embeddings are what the network reads: other embeddings, other output
+    assert not torch.equal(base.images, _run(pipe, image, maps, prompts=base.prompts,
+                                             prompt_embeds=other).images)
+
+
 def test_batch_equals_singles_and_tuple_output(pipe):
     image = torch.rand(2, 3, 64, 64)
     maps = _maps(2, 64, 64, seed=1)
