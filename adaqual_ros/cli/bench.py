@@ -276,10 +276,9 @@ def measure_memory(restorer, frame, stream_id):
 
 def _restorer(base, backend, pipeline, **changes):
     from adaqual_ros.runtime import Restorer
-
-    settings = base.with_changes(backend=backend, **changes)
     from adaqual_ros.runtime.restorer import RestorationError
 
+    settings = base.with_changes(backend=backend, **changes)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         try:

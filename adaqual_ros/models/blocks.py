@@ -110,13 +110,13 @@ class CondNAFBlock(nn.Module):
         return torch.addcmul(x, y, self.gamma)
 
 
-def cell_index(size, factor, cell, grid):
+def cell_index(size, factor, cell, grid, device=None):
     """
     Cell index of every feature row (or column) of a level downsampled by ``factor``.
 
     The centre pixel of the feature's footprint decides its cell; indices are clamped to the grid.
     """
-    pos = torch.arange(size) * factor + factor // 2
+    pos = torch.arange(size, device=device) * factor + factor // 2
     return torch.clamp(pos // cell, max=grid - 1)
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from adaqual_ros.models.blocks import CondNAFBlock, RegionCrossAttention
+from adaqual_ros.models.blocks import CondNAFBlock, RegionCrossAttention, cell_index
 
 
 @dataclass
@@ -113,8 +113,7 @@ class AdaQualUNet(ModelMixin, ConfigMixin):
     @staticmethod
     def _cell_indices(grid, size, factor, cell, device):
         """The quality cell of each feature row and column at a level downsampled by factor."""
-        return tuple(torch.clamp((torch.arange(n, device=device) * factor + factor // 2) // cell,
-                                 max=g - 1) for n, g in zip(size, grid))
+        return tuple(cell_index(n, factor, cell, g, device) for n, g in zip(size, grid))
 
     def forward(self, sample, timestep, condition, quality, cell=64, global_embeds=None,
                 global_mask=None, local_embeds=None, local_mask=None, return_dict=True):

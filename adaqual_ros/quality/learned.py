@@ -132,6 +132,14 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
     def forward(self, image):
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f'image must be (B, 3, H, W), got {tuple(image.shape)}')
+        # Mirror the frame out to whole prediction blocks: a partial last row/column is then read
+        # from real content, not from zero-padded convolution borders (which scored the bottom
+        # 16 px row of clean 1280x720 frames as degraded); pooling and unshuffle then divide.
+        s = self.out_stride
+        ph, pw = (-image.shape[2]) % s, (-image.shape[3]) % s
+        if ph or pw:
+            tiny = ph >= image.shape[2] or pw >= image.shape[3]  # too small to mirror
+            image = F.pad(image, (0, pw, 0, ph), mode='replicate' if tiny else 'reflect')
         x = image
         hp = self._highpass(x) if self.config.highpass else None
         if self.config.downscale > 1:
@@ -140,11 +148,7 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         if hp is not None:
             # Concatenating after the pool touches a quarter of the pixels.
             x = torch.cat([x, hp], dim=1)
-        u = self.config.unshuffle
-        ph, pw = (-x.shape[2]) % u, (-x.shape[3]) % u
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode='replicate')
-        x = F.pixel_unshuffle(x, u)
+        x = F.pixel_unshuffle(x, self.config.unshuffle)
         x = self.block1(self.stem(x))
         x = self.block2(self.down1(x))
         x = self.block4(self.block3(self.down2(x)))
@@ -237,14 +241,6 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
                 # pooling and convolution read directly (no strided copy of the full frame).
                 x = torch.from_numpy(batch).to(self.device).to(self.dtype).mul_(1.0 / 255.0)
                 x = x.permute(0, 3, 1, 2)
-                # Mirror the frame out to whole prediction blocks: a partial last row/column is
-                # then read from real content, not from zero-padded convolution borders (which
-                # scored the bottom 16 px row of clean 1280x720 frames as degraded).
-                s = self.out_stride
-                ph, pw = (-x.shape[2]) % s, (-x.shape[3]) % s
-                if ph or pw:
-                    tiny = ph >= x.shape[2] or pw >= x.shape[3]  # too small to mirror
-                    x = F.pad(x, (0, pw, 0, ph), mode='replicate' if tiny else 'reflect')
                 scores, logits = self(x)
                 cs, cp = self.to_cells(scores.float(), logits.float(), shape[:2], cell)
                 cs, cp = cs.cpu().numpy(), cp.cpu().numpy()

@@ -43,9 +43,11 @@ DEFAULT_CELL = 64  # quality cell of backends without a model
 DTYPES = (np.uint8, np.uint16, np.float32)
 STAGES = ('convert', 'quality', 'prompts', 'model', 'blend', 'total')
 MIN_OOM_TILE = 128  # px: the out-of-memory retries halve tiles down to this (rounded to the cell)
+# Settings that make the backend object (a change builds a new one).
+_BACKEND_SETTINGS = ('backend', 'model_path', 'device', 'half', 'compile', 'channels_last',
+                     'fallback_to_classical')
 # Settings whose change needs a new backend or estimator (built off the caller's thread).
-_HEAVY = ('backend', 'model_path', 'device', 'half', 'compile', 'channels_last',
-          'quality_backend', 'quality_model_path', 'fallback_to_classical')
+_HEAVY = _BACKEND_SETTINGS + ('quality_backend', 'quality_model_path')
 _LIGHT = tuple(f.name for f in fields(RestorerSettings) if f.name not in _HEAVY)
 
 
@@ -632,8 +634,7 @@ def _changed(a, b, names):
 
 def _same_backend(a, b):
     """Whether settings ``a`` and ``b`` use the same backend object."""
-    return not _changed(a, b, ('backend', 'model_path', 'device', 'half', 'compile',
-                               'channels_last', 'fallback_to_classical'))
+    return not _changed(a, b, _BACKEND_SETTINGS)
 
 
 def _tile_size(tile_size, cell):
