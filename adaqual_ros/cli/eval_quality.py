@@ -124,6 +124,10 @@ def run(args):
     print(f'Held-out synthetic set ({heldout[head]["frames"]} frames, cell {args.cell})')
     print(_table(rows, ['estimator', 'condition', 'spearman', 'pearson', 'mae', 'type_acc',
                         'ms/frame']))
+    print('\nType strengths (all held-out cells): predicted vs true mean, MAE, Pearson')
+    print(_table([[name, t, v['pred_mean'], v['true_mean'], v['mae'], v['pearson']]
+                  for name, res in heldout.items() for t, v in res['type_strength'].items()],
+                 ['estimator', 'type', 'pred_mean', 'true_mean', 'mae', 'pearson']))
     print(f'\nSpeed, 640x480 frame, {args.threads} torch thread(s)')
     print(_table([[n, v['median_ms'], v['p90_ms'], v['cpu_median_ms']]
                   for n, v in speed.items()],

@@ -5,7 +5,9 @@ Sets: the seeded held-out synthetic composite set (bsds500/val x the 11 degraded
 built with adaqual_ros.training.datasets.build_heldout_set) and the real pairs in
 data/paired/{rain100l,raindrop}. Ablations on the synthetic frames: prompts on / empty / shuffled
 between regions, quality-map conditioning on / off (a flat map at the frame's mean), ground-truth
-vs estimated quality maps, and 1 / 2 / 4 sampling steps. Writes DIR/restore.json and
+vs estimated quality maps (and which half of the estimate costs what: ground-truth scores with
+the estimated types, estimated scores with the ground-truth types), and 1 / 2 / 4 sampling
+steps. Writes DIR/restore.json and
 DIR/restore.md.
 """
 import json
@@ -163,6 +165,14 @@ def run(args):
         flat = neutral_quality_map(qmap)
         scores.add('ablation/quality_off', dataset, condition,
                    restore(lq_t, flat, prompts=prompts)[0], gt)
+        if gt_qmap is not None:
+            # Where the estimated map's cost comes from: its scores or its type strengths.
+            mixes = {'gt_scores': QualityMap(gt_qmap.scores, qmap.type_probs, qmap.cell,
+                                             qmap.image_size),
+                     'gt_types': QualityMap(qmap.scores, gt_qmap.type_probs, qmap.cell,
+                                            qmap.image_size)}
+            for name, mixed in mixes.items():
+                scores.add(f'ablation/{name}', dataset, condition, restore(lq_t, mixed)[0], gt)
         for steps in (1, 2, 4):
             img = restored if steps == args.steps else restore(lq_t, qmap, steps=steps)[0]
             scores.add(f'ablation/steps_{steps}', dataset, condition, img, gt)
@@ -192,8 +202,8 @@ def run(args):
     ablations = {}
     if not args.no_ablations:
         syn = {'prompts_on': scores.table('adaqual').get('synthetic')}
-        for name in ('prompts_empty', 'prompts_shuffled', 'quality_off', 'steps_1', 'steps_2',
-                     'steps_4'):
+        for name in ('prompts_empty', 'prompts_shuffled', 'quality_off', 'gt_scores',
+                     'gt_types', 'steps_1', 'steps_2', 'steps_4'):
             syn[name] = scores.table(f'ablation/{name}').get('synthetic')
         syn['quality_on'] = syn['prompts_on']
         base = syn['prompts_on']['psnr']

@@ -17,6 +17,7 @@ from scipy import stats as sstats
 
 from adaqual_ros.quality.cache import QualityCache
 from adaqual_ros.quality.data import heldout_samples, list_images, read_rgb
+from adaqual_ros.quality.types import DEGRADATION_TYPES
 
 # A cell counts as degraded for type accuracy when its true quality is at most this.
 DEGRADED_MAX_QUALITY = 4.0
@@ -38,6 +39,15 @@ def _score_block(pred_q, true_q, pred_t, true_t):
     dominant = (float(np.mean(pred_t[degraded].argmax(1) == true_t[degraded].argmax(1)))
                 if degraded.any() else float('nan'))
     presence = np.mean((pred_t >= TYPE_PRESENT) == (true_t >= TYPE_PRESENT), axis=0)
+    # Per type: how well the strength itself is predicted (the restorer's FiLM and prompts read
+    # the strengths, not only the strongest type).
+    strength = {}
+    for k, name in enumerate(DEGRADATION_TYPES):
+        pearson_k = _corr(pred_t[:, k], true_t[:, k])[1]
+        strength[name] = {'mae': float(np.mean(np.abs(pred_t[:, k] - true_t[:, k]))),
+                          'pearson': pearson_k,
+                          'pred_mean': float(pred_t[:, k].mean()),
+                          'true_mean': float(true_t[:, k].mean())}
     return {
         'cells': int(len(true_q)),
         'spearman': spearman,
@@ -45,6 +55,7 @@ def _score_block(pred_q, true_q, pred_t, true_t):
         'mae': float(np.mean(np.abs(pred_q - true_q))),
         'type_accuracy': dominant,
         'type_presence_accuracy': float(presence.mean()),
+        'type_strength': strength,
     }
 
 

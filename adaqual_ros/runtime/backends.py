@@ -188,8 +188,8 @@ class AdaQualBackend(RestorationBackend):
             unet.to(memory_format=torch.channels_last)
         unet.eval()
         self._compiled_once = False
-        if self.plan.compile:
-            self.whole_frames = compile_module(unet)
+        # True while the network is compiled (False when compiling was refused or failed).
+        self.compiled = bool(self.plan.compile) and compile_module(unet)
         self.cell = int(self.pipeline.config.cell)
         # The pipeline's scheduler holds per-call state: one frame at a time per backend.
         self._lock = threading.Lock()
@@ -266,13 +266,18 @@ class AdaQualBackend(RestorationBackend):
         torch.compile compiles at the first call, so a missing compiler shows up there: warn
         once, run eagerly from then on, and let the caller retry. False for any other error.
         """
-        if not self.whole_frames or self._compiled_once or is_out_of_memory(exc):
+        if not self.compiled or self._compiled_once or is_out_of_memory(exc):
             return False
         warnings.warn(f'torch.compile failed at the first call ({type(exc).__name__}: {exc}); '
                       'running eagerly', RuntimeWarning, stacklevel=3)
         self.pipeline.unet._compiled_call_impl = None  # what nn.Module.compile set
-        self.whole_frames = False
+        self.compiled = False
         return True
+
+    @property
+    def whole_frames(self):
+        # a compiled network recompiles for every new window shape: one shape per camera
+        return self.compiled
 
     def frame_prompts(self, quality_map):
         return self._prompts_for(quality_map)

@@ -164,6 +164,7 @@ def test_eval_restore_writes_the_contract_json(assets, tmp_path):
             entry = report['results'][method][dataset]
             assert entry['n'] == 2 and np.isfinite(entry['psnr']) and 0 < entry['ssim'] <= 1
     abl = report['ablations']['synthetic']
-    for key in ('prompts_empty', 'prompts_shuffled', 'quality_off', 'steps_1', 'steps_4'):
+    for key in ('prompts_empty', 'prompts_shuffled', 'quality_off', 'gt_scores', 'gt_types',
+                'steps_1', 'steps_4'):
         assert abl[key]['n'] == 2
     assert (tmp_path / 'restore.md').read_text().startswith('# Restoration quality')

@@ -25,6 +25,11 @@ def test_eval_quality_writes_contract_json(assets, tmp_path, capsys):
     assert report['cache']['mean_abs_error'] >= 0.0
     per_condition = report['heldout']['estimators']['learned']['per_condition']
     assert set(per_condition) >= {'clean', 'haze', 'rain', 'snow', 'low', 'low_haze_snow'}
+    strength = report['heldout']['estimators']['learned']['type_strength']
+    assert set(strength) == {'low_light', 'haze', 'rain', 'snow'}
+    for v in strength.values():
+        assert 0.0 <= v['mae'] <= 1.0 and 0.0 <= v['true_mean'] <= 1.0
+    assert 'Type strengths' in out
     assert set(report['ordering']['learned']) >= {'fog_mean', 'clean_mean', 'ordered'}
     assert len(report['cache_benchmark']['results']) >= 3
 

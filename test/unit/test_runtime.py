@@ -402,7 +402,8 @@ def test_compiled_network_sees_whole_frames_and_clean_cells_stay_untouched():
         assert result.windows == 1 and result.processed_fraction == 1.0
         assert np.array_equal(result.image[:, :128], frame[:, :128])
         assert not np.array_equal(result.image[:, 128:], frame[:, 128:])
-    assert restorer._runtime.backend.whole_frames  # compiled, not fallen back
+    backend = restorer._runtime.backend
+    assert backend.compiled and backend.whole_frames  # compiled, not fallen back
 
 
 def test_compile_failure_at_the_first_call_runs_eagerly_with_a_warning():
@@ -418,6 +419,7 @@ def test_compile_failure_at_the_first_call_runs_eagerly_with_a_warning():
         with pytest.warns(RuntimeWarning, match='torch.compile failed at the first call'):
             result = restorer.restore(frame, quality_map=qmap)
     torch._dynamo.reset()
+    assert not restorer._runtime.backend.compiled
     assert not restorer._runtime.backend.whole_frames
     # That frame was already planned as one whole window; clean cells stay untouched anyway.
     assert np.array_equal(result.image[:, :128], frame[:, :128])

@@ -7,7 +7,7 @@ import pytest
 from adaqual_ros.cli import bench
 
 
-def _args(tmp_path, **kw):
+def _args(tmp_path, *flags, **kw):
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     argv = ['--out', str(tmp_path), '--frames', '2', '--warmup', '1', '--resolutions', '160x128',
@@ -15,7 +15,7 @@ def _args(tmp_path, **kw):
             '--quality-backend', 'classical', '--threads', '1', '--device', 'cpu']
     for key, value in kw.items():
         argv += [f'--{key}', str(value)]
-    return parser.parse_args(argv)
+    return parser.parse_args(argv + [f'--{flag}' for flag in flags])
 
 
 def test_bench_writes_the_contract_json(tmp_path, capsys):
@@ -38,6 +38,15 @@ def test_bench_writes_the_contract_json(tmp_path, capsys):
     assert 'untrained' in report['model']
     out = capsys.readouterr().out
     assert 'ms/frame' in out and 'bench.json' in out
+
+
+def test_bench_profile_writes_the_op_tables(tmp_path):
+    assert bench.run(_args(tmp_path, 'profile', 'no-ratios', backends='adaqual')) == 0
+    table = (tmp_path / 'profile_160x128_adaqual.txt').read_text()
+    # the CPU table of a real run: the denoiser's convolutions are in it
+    assert table.startswith('torch ') and 'by CPU time' in table
+    assert 'aten::conv2d' in table
+    assert 'by device time' not in table  # no CUDA here
 
 
 def test_bench_rejects_bad_lists(tmp_path, capsys):
