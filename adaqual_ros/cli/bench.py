@@ -55,7 +55,8 @@ def add_arguments(parser):
     parser.add_argument('--quality-model-path', default='',
                         help='quality estimator weights folder (default: shipped)')
     parser.add_argument('--steps', type=int, default=2, help='DDIM steps')
-    parser.add_argument('--tile-size', type=int, default=None, help='tile size in pixels')
+    parser.add_argument('--tile-size', type=int, default=None,
+                        help='tile size in pixels (0 = whole frame; default: auto, as the node)')
     parser.add_argument('--skip-threshold', type=float, default=None,
                         help='quality at or above which regions are skipped')
     parser.add_argument('--profile', action='store_true',

@@ -110,6 +110,8 @@ class ParamSpec:
         """Human-readable allowed values, for the docs."""
         if self.choices is not None:
             return ', '.join(f'`{c}`' for c in self.choices)
+        if self.range is not None and self.choices_note:
+            return self.choices_note  # the range alone would promise more than the check allows
         if self.range is not None:
             low, high, step = self.range
             text = f'[{low}, {high}]'
@@ -140,6 +142,12 @@ def _check_device(value):
         return (f'device must be one of {", ".join(_settings.DEVICES)} or cuda:N; '
                 f'got {value!r}')
     return None
+
+
+def _check_tile(value):
+    if value in (-1, 0) or value % 64 == 0:
+        return None
+    return f'tile_size must be -1 (auto), 0 (whole frame) or a multiple of 64, got {value}'
 
 
 def _check_path(value):
@@ -179,8 +187,10 @@ RESTORATION_PARAMS = (
               'Regions with quality score at or above this pass through untouched (1-5 scale)',
               (1.0, 5.0)),
     ParamSpec('tile_size', _DEFAULTS.tile_size,
-              'Tile edge in pixels for model inference, a multiple of the 64 px quality cell '
-              '(0 = whole frame: one network call, the faster choice on a GPU)', (0, 4096, 64)),
+              'Tile edge in pixels for model inference, a multiple of the 64 px quality cell; '
+              '0 = whole frame (one network call); -1 = auto: whole frames on CUDA (the faster '
+              'choice there), 256 px tiles on the CPU', (-1, 4096), check=_check_tile,
+              choices_note='-1, 0 or a multiple of 64 up to 4096'),
     ParamSpec('quality_backend', _DEFAULTS.quality_backend,
               'Quality estimator: learned (shipped small net), classical (no weights) or deqa',
               QUALITY_BACKENDS),

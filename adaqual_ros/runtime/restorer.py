@@ -29,10 +29,12 @@ from adaqual_ros.runtime.backends import StreamState, build_backend
 from adaqual_ros.runtime.device import configure_threads, release_cached_memory, resolve_device
 from adaqual_ros.runtime.faults import is_out_of_memory
 from adaqual_ros.runtime.settings import (
+    AUTO_TILE,
     BACKENDS,
     QUALITY_BACKENDS,
     CacheSettings,
     RestorerSettings,
+    tile_size_for,
 )
 from adaqual_ros.runtime.tiling import plan_windows, skip_alpha
 
@@ -176,8 +178,9 @@ def validate_settings(settings):
                          f'{list(QUALITY_BACKENDS)}')
     if not 1.0 <= settings.skip_threshold <= 5.01:
         raise ValueError(f'skip_threshold must be in [1, 5.01], got {settings.skip_threshold}')
-    if settings.tile_size < 0:
-        raise ValueError(f'tile_size must be >= 0 (0 = whole frame), got {settings.tile_size}')
+    if settings.tile_size < AUTO_TILE:
+        raise ValueError(f'tile_size must be >= 0 (0 = whole frame) or -1 (auto), got '
+                         f'{settings.tile_size}')
     for name in ('tile_overlap', 'blend_ramp', 'threads'):
         if getattr(settings, name) < 0:
             raise ValueError(f'{name} must be >= 0, got {getattr(settings, name)}')
@@ -305,7 +308,8 @@ class Restorer:
         retries = 0
         while True:
             t = time.perf_counter()
-            tiling = runtime.limits.apply(settings)
+            tiling = runtime.limits.apply(settings.with_changes(
+                tile_size=tile_size_for(settings.tile_size, runtime.backend.device)))
             if runtime.backend.whole_frames and not runtime.limits.tile:
                 # Clean cells still pass through bit-identical: the skip blend keeps them.
                 windows = plan_windows(np.ones_like(degraded), (height, width), qmap.cell, 0,

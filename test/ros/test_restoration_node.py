@@ -66,6 +66,8 @@ def test_spec_validation_and_settings_mapping():
     assert 'must be a integer' in table['steps'].validate(2.0)
     assert 'must be in [1, 50]' in table['steps'].validate(0)
     assert 'multiple of 64' in table['tile_size'].validate(100)
+    assert table['tile_size'].validate(-1) is None and table['tile_size'].validate(0) is None
+    assert 'must be in [-1, 4096]' in table['tile_size'].validate(-2)
     assert 'must be a bool' in table['enabled'].validate(1)
     assert 'cuda:N' in table['device'].validate('gpu0')
     assert table['device'].validate('cuda:1') is None
@@ -310,7 +312,7 @@ def test_parameters_change_live_and_invalid_values_are_rejected(spawn, probe_fac
     rejected = {
         'backend': ('gan', 'backend must be one of adaqual, classical, passthrough'),
         'steps': (0, 'out of range'),
-        'tile_size': (100, 'not a valid step'),
+        'tile_size': (100, 'multiple of 64'),
         'on_error': ('ignore', 'on_error must be one of passthrough, drop'),
         'cache__max_age_s': (-1.0, 'out of range'),
         'model_path': ('/nonexistent/adaqual', 'does not exist'),

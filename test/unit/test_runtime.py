@@ -193,6 +193,29 @@ def test_clean_cells_untouched_and_only_degraded_tiles_run(pipe):
             assert result.processed_fraction == pytest.approx(128 / 320)
 
 
+def test_auto_tile_size_is_256_px_tiles_on_the_cpu_and_whole_frames_on_cuda(pipe):
+    from adaqual_ros.runtime.settings import AUTO_TILE, CPU_TILE, tile_size_for
+
+    assert RestorerSettings().tile_size == AUTO_TILE
+    assert tile_size_for(AUTO_TILE, torch.device('cpu')) == CPU_TILE == 256
+    assert tile_size_for(AUTO_TILE, torch.device('cuda', 1)) == 0
+    assert tile_size_for(128, torch.device('cuda')) == 128  # an explicit size is kept
+    # On the CPU auto plans exactly what 256 px tiles plan: a 1024 px wide frame degraded in its
+    # outer columns runs as two windows, the clean middle is never run.
+    h, w = 128, 1024
+    degraded = np.zeros(grid_shape(h, w, CELL), bool)
+    degraded[:, :2] = degraded[:, -2:] = True
+    frame = haze(scene(h, w))
+    results = [Restorer(settings(backend='adaqual', tile_size=size), pipeline=pipe).restore(
+        frame, quality_map=qmap_for(h, w, degraded)) for size in (AUTO_TILE, 256, 0)]
+    assert results[0].windows == results[1].windows == 2
+    assert results[0].processed_fraction == results[1].processed_fraction == pytest.approx(0.25)
+    assert np.array_equal(results[0].image, results[1].image)
+    assert results[2].windows == 1 and results[2].processed_fraction == 1.0
+    with pytest.raises(ValueError, match='tile_size'):
+        Restorer(settings(tile_size=-2))
+
+
 def test_skip_border_is_soft(pipe):
     h, w = 64, 256
     degraded = np.array([[False, False, True, True]])
