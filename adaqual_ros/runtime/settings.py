@@ -18,9 +18,9 @@ class CacheSettings:
 
 
 AUTO_TILE = -1
-# Measured with `adaqual bench`: on this project's 2-core CPU 256 px tiles beat 128 px tiles and
-# whole frames on partly clean frames; on a GPU one whole-frame window was 3-6x faster than
-# 256 px tiles on partly clean frames (many small windows are launch-bound there).
+# Measured with `adaqual bench`: on the 2-core CPU 256 px tiles beat 128 px tiles on half-clean
+# frames (tiles confine the work to the degraded part); on a GPU one whole-frame window was 3-6x
+# faster than 256 px tiles on partly clean frames (many small windows are launch-bound there).
 CPU_TILE = 256
 
 
