@@ -379,7 +379,8 @@ def run(args):
                 rec['peak_memory'] = measure_memory(restorer, streams[stream][-1],
                                                     f'{stream}-{width}x{height}')
                 rec.update(resolution=f'{width}x{height}', width=width, height=height,
-                           backend=backend, stream=stream)
+                           backend=backend, stream=stream,
+                           tile_size=restorer.stats()['tile_size'])  # auto resolved
                 records[stream] = rec
                 report['records'].append(rec)
                 _print_row(rec)

@@ -438,6 +438,8 @@ class Restorer:
         out['requested_backend'] = runtime.settings.backend
         out['device'] = str(runtime.backend.device)
         out['note'] = '; '.join(n for n in (runtime.note, runtime.memory_note) if n)
+        # the tile edge planned with (auto resolved for the device; 0 = whole frames)
+        out['tile_size'] = tile_size_for(runtime.settings.tile_size, runtime.backend.device)
         out['tile_cap'] = runtime.limits.tile
         out['tile_batch_cap'] = runtime.limits.batch
         if runtime.cache is not None:

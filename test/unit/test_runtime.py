@@ -212,6 +212,7 @@ def test_auto_tile_size_is_256_px_tiles_on_the_cpu_and_whole_frames_on_cuda(pipe
     assert results[0].processed_fraction == results[1].processed_fraction == pytest.approx(0.25)
     assert np.array_equal(results[0].image, results[1].image)
     assert results[2].windows == 1 and results[2].processed_fraction == 1.0
+    assert Restorer(settings(backend='classical')).stats()['tile_size'] == 256  # as run
     with pytest.raises(ValueError, match='tile_size'):
         Restorer(settings(tile_size=-2))
 

@@ -29,6 +29,7 @@ def test_bench_writes_the_contract_json(tmp_path, capsys):
         assert set(rec['ms_by_stage']) >= {'quality', 'prompts', 'model', 'blend'}
         assert rec['peak_memory']['process_max_rss_mb'] > 0
         assert rec['backend_used'] == rec['backend']
+        assert rec['tile_size'] == 256  # the auto default on the CPU
         assert rec['cpu_ms_per_frame'] > 0 and 0 <= rec['processed_fraction'] <= 1.5
     ratios = report['ratios']
     assert set(ratios) >= {'clean_over_degraded', 'adaptive_speedup', 'cache_speedup'}
