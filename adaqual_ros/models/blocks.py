@@ -99,9 +99,8 @@ class CondNAFBlock(nn.Module):
         # Quality is constant per cell: the 1x1 FiLM projection runs on the cell grid and only
         # its result is spread over the positions (same values as projecting every position).
         film = self.quality_film(qgrid) + self.time_film(temb)[:, :, None, None]
-        scale, shift = film.chunk(2, dim=1)
-        film = expand_cells(torch.cat([scale + 1, shift], dim=1), rows, cols, x)
-        scale, shift = film.chunk(2, dim=1)
+        film[:, :film.shape[1] // 2] += 1  # scale = 1 + projection (a fresh grid-size tensor)
+        scale, shift = expand_cells(film, rows, cols, x).chunk(2, dim=1)
         y = torch.addcmul(shift, self.norm1(x), scale)
         y = self.gate(self.conv2(self.conv1(y)))
         y = y * self.sca(y)
