@@ -23,9 +23,9 @@ run() {  # name, then bench options
   echo "rc=$?"; grep -v Loading "runs/prof/$name.log" | grep -E '^ +[0-9]+x|goal|error|Error' | head -6
 }
 run paper_whole --model-config paper --tile-size 0 --profile
-run paper_t256 --model-config paper
+run paper_t256 --model-config paper --tile-size 256
 run small_whole --tile-size 0 --profile
-run small_t256
+run small_t256 --tile-size 256
 LIMIT=200 run paper_compiled --model-config paper --tile-size 0 --compile
 tar czf "$OUT/profile.tgz" -C runs prof
 ls -la "$OUT"
