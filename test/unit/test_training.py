@@ -82,6 +82,22 @@ def real_batch(assets):
     return _collate([data.sample(rng) for _ in range(4)])
 
 
+def test_crops_cut_from_a_larger_synthesised_region(assets):
+    files = list_images(['data/clean/bsds500/train'], assets)[:2]
+    data = SyntheticCrops(files, 64, 32, seed=0, clean_prob=0.0, quality_jitter=0.0,
+                          estimator='learned', estimator_prob=1.0, context=3)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        item = data.sample(rng)
+        assert item['degraded'].shape == item['clean'].shape == (3, 64, 64)
+        assert item['scores'].shape == (2, 2) and item['quality'].shape == (5, 2, 2)
+        assert torch.isfinite(item['quality']).all()
+        # the estimator read the whole 192 px region: its map is not the crop's ground truth
+        assert not torch.equal(item['quality'][0], (item['scores'] - 3) / 2)
+    with pytest.raises(ValueError, match='estimator_context'):
+        SyntheticCrops(files, 64, 32, seed=0, context=0)
+
+
 def test_a_few_steps_lower_the_loss(real_batch):
     from adaqual_ros.pipelines import AdaQualPipeline
     from adaqual_ros.prompting.text_encoder import PromptEncoder
