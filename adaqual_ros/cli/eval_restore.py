@@ -26,6 +26,12 @@ def add_arguments(parser):
                         help='at most N frames per set (spread over the conditions); 0 = all')
     parser.add_argument('--images', type=int, default=6,
                         help='clean bsds500/val images in the held-out set (x 11 conditions)')
+    parser.add_argument('--clean-dir', default='data/clean/bsds500/val',
+                        help='clean images of the synthetic set, relative to the assets root or '
+                             'absolute (another folder, e.g. training images under new weather, '
+                             'to choose between checkpoints without looking at the held-out set)')
+    parser.add_argument('--no-real', action='store_true',
+                        help='skip the real paired sets (rain100l, raindrop)')
     parser.add_argument('--seed', type=int, default=0, help='held-out set and start-noise seed')
     parser.add_argument('--model', help='pipeline folder (default: the shipped checkpoint)')
     parser.add_argument('--estimator', default='learned',
@@ -124,10 +130,13 @@ def run(args):
     pipe.estimator = estimator
 
     # The held-out set is written once per (images, seed) and reused.
-    held_dir = out / f'heldout_n{args.images}_s{args.seed}'
+    clean_dir = root / args.clean_dir
+    tag = '' if Path(args.clean_dir) == Path('data/clean/bsds500/val') else \
+        '_' + '_'.join(Path(args.clean_dir).parts[-2:])
+    held_dir = out / f'heldout{tag}_n{args.images}_s{args.seed}'
     if not (held_dir / 'manifest.json').is_file():
         layers = load_layers(root / 'data' / 'weather_layers')
-        build_heldout_set(root / 'data' / 'clean' / 'bsds500' / 'val', held_dir, args.images,
+        build_heldout_set(clean_dir, held_dir, args.images,
                           args.seed, conditions=CONDITIONS[1:], cell=cell, layers=layers,
                           overwrite=True)
     held = HeldoutSet(held_dir)
@@ -186,7 +195,7 @@ def run(args):
         evaluate('synthetic', item['condition'], item['lq'], gt, gt_qmap,
                  ablate=not args.no_ablations)
         print(f'synthetic {k + 1}/{len(picked)} {item["id"]}', flush=True)
-    for name in REAL_SETS:
+    for name in () if args.no_real else REAL_SETS:
         folder = root / 'data' / 'paired' / name
         if not folder.is_dir():
             print(f'eval-restore: {folder} missing, skipping {name}')
@@ -216,6 +225,7 @@ def run(args):
         'settings': {'model': str(args.model or 'shipped'), 'estimator': est_name,
                      'steps': args.steps, 'seed': args.seed, 'images': args.images,
                      'limit': args.limit, 'heldout': str(held_dir),
+                     'clean_dir': str(args.clean_dir),
                      'frames_synthetic': len(picked),
                      'classical': classical_restore is not None},
         'timing': {'adaqual_ms_mean': round(float(np.mean(timing['adaqual_ms'])), 1),

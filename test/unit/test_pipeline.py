@@ -168,3 +168,14 @@ def test_eval_restore_writes_the_contract_json(assets, tmp_path):
                 'steps_1', 'steps_4'):
         assert abl[key]['n'] == 2
     assert (tmp_path / 'restore.md').read_text().startswith('# Restoration quality')
+    # another clean folder for the synthetic set, no real pairs: a checkpoint-selection run
+    rc = main(['eval-restore', '--out', str(tmp_path / 'sel'), '--assets', str(assets),
+               '--limit', '2', '--images', '1', '--estimator', 'classical', '--no-ablations',
+               '--clean-dir', 'data/clean/bsds500/test', '--no-real'])
+    assert rc == 0
+    report = json.loads((tmp_path / 'sel' / 'restore.json').read_text())
+    assert set(report['results']['adaqual']) == {'synthetic'}
+    assert report['settings']['heldout'].endswith('heldout_bsds500_test_n1_s0')
+    manifest = json.loads((tmp_path / 'sel' / 'heldout_bsds500_test_n1_s0' / 'manifest.json')
+                          .read_text())
+    assert manifest['source_dir'] == 'test'  # the folder's name
