@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 REAL_SETS = ('rain100l', 'raindrop')
+HELDOUT_CLEAN_DIR = 'data/clean/bsds500/val'
 
 
 def add_arguments(parser):
@@ -26,7 +27,7 @@ def add_arguments(parser):
                         help='at most N frames per set (spread over the conditions); 0 = all')
     parser.add_argument('--images', type=int, default=6,
                         help='clean bsds500/val images in the held-out set (x 11 conditions)')
-    parser.add_argument('--clean-dir', default='data/clean/bsds500/val',
+    parser.add_argument('--clean-dir', default=HELDOUT_CLEAN_DIR,
                         help='clean images of the synthetic set, relative to the assets root or '
                              'absolute (another folder, e.g. training images under new weather, '
                              'to choose between checkpoints without looking at the held-out set)')
@@ -131,7 +132,7 @@ def run(args):
 
     # The held-out set is written once per (images, seed) and reused.
     clean_dir = root / args.clean_dir
-    tag = '' if Path(args.clean_dir) == Path('data/clean/bsds500/val') else \
+    tag = '' if Path(args.clean_dir) == Path(HELDOUT_CLEAN_DIR) else \
         '_' + '_'.join(Path(args.clean_dir).parts[-2:])
     held_dir = out / f'heldout{tag}_n{args.images}_s{args.seed}'
     if not (held_dir / 'manifest.json').is_file():

@@ -145,7 +145,7 @@ def _check_device(value):
 
 
 def _check_tile(value):
-    if value in (-1, 0) or value % 64 == 0:
+    if value in (_settings.AUTO_TILE, 0) or value % 64 == 0:
         return None
     return f'tile_size must be -1 (auto), 0 (whole frame) or a multiple of 64, got {value}'
 

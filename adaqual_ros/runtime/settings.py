@@ -69,7 +69,7 @@ class RestorerSettings:
     half: bool = True
     steps: int = 2
     skip_threshold: float = 4.0
-    tile_size: int = -1  # AUTO_TILE
+    tile_size: int = AUTO_TILE
     quality_backend: str = 'learned'
     quality_model_path: str = ''
     cache: CacheSettings = field(default_factory=CacheSettings)

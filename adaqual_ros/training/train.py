@@ -54,8 +54,8 @@ class TrainConfig:
         estimator_context (`int`): the weather is synthesised (and the estimator run) on a
             square this many crops wide, and the training crop is a cell-aligned part of it: the
             estimator then reads each crop with the context it has in a whole frame at inference
-            (on a lone 128 px crop its scores are much further from the truth: MAE 0.65 vs 0.45
-            for the same cells read in their 481x321 frame). 1 = the crop alone.
+            (on a lone 128 px crop its scores are much further from the truth: adaqual_small
+            TRAINING.md). 1 = the crop alone.
         camera_aug (`float`): probability of a video-camera look on the clean crop (blur,
             resize, zoom, sensor noise) and, separately, of JPEG compression of the degraded
             crop (weather/camera.py): real camera frames are softer than the training photos.

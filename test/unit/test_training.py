@@ -83,17 +83,27 @@ def real_batch(assets):
 
 
 def test_crops_cut_from_a_larger_synthesised_region(assets):
+    from adaqual_ros.quality import build_estimator
+
     files = list_images(['data/clean/bsds500/train'], assets)[:2]
-    data = SyntheticCrops(files, 64, 32, seed=0, clean_prob=0.0, quality_jitter=0.0,
-                          estimator='learned', estimator_prob=1.0, context=3)
-    rng = np.random.default_rng(1)
-    for _ in range(3):
-        item = data.sample(rng)
-        assert item['degraded'].shape == item['clean'].shape == (3, 64, 64)
-        assert item['scores'].shape == (2, 2) and item['quality'].shape == (5, 2, 2)
-        assert torch.isfinite(item['quality']).all()
-        # the estimator read the whole 192 px region: its map is not the crop's ground truth
-        assert not torch.equal(item['quality'][0], (item['scores'] - 3) / 2)
+    estimator = build_estimator('learned', cell=32)
+
+    def read_alone(item):  # the estimator's scores of the returned crop by itself
+        crop = (item['degraded'].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        return torch.from_numpy(estimator.estimate(crop).scores.astype(np.float32))
+
+    for context in (1, 3):
+        data = SyntheticCrops(files, 64, 32, seed=0, clean_prob=0.0, quality_jitter=0.0,
+                              estimator='learned', estimator_prob=1.0, context=context)
+        rng = np.random.default_rng(1)
+        for _ in range(3):
+            item = data.sample(rng)
+            assert item['degraded'].shape == item['clean'].shape == (3, 64, 64)
+            assert item['scores'].shape == (2, 2) and item['quality'].shape == (5, 2, 2)
+            assert torch.isfinite(item['quality']).all()
+            scores_in = item['quality'][0] * 2 + 3
+            # context 1: the map is the crop's own; context 3: read with the 192 px region around
+            assert torch.allclose(scores_in, read_alone(item), atol=1e-4) == (context == 1)
     with pytest.raises(ValueError, match='estimator_context'):
         SyntheticCrops(files, 64, 32, seed=0, context=0)
 
