@@ -7,8 +7,9 @@ data/paired/{rain100l,raindrop}. Ablations on the synthetic frames: prompts on /
 between regions, quality-map conditioning on / off (a flat map at the frame's mean), ground-truth
 vs estimated quality maps (and which half of the estimate costs what: ground-truth scores with
 the estimated types, estimated scores with the ground-truth types), and 1 / 2 / 4 sampling
-steps. Writes DIR/restore.json and
-DIR/restore.md.
+steps. With --noise-seeds N every AdaQual row is repeated with N start-noise seeds: the tables
+give the mean over seeds, the "noise" section each seed's figures and the spread, paired per seed
+for the ablation costs. Writes DIR/restore.json and DIR/restore.md.
 """
 import json
 from pathlib import Path
@@ -34,6 +35,10 @@ def add_arguments(parser):
     parser.add_argument('--no-real', action='store_true',
                         help='skip the real paired sets (rain100l, raindrop)')
     parser.add_argument('--seed', type=int, default=0, help='held-out set and start-noise seed')
+    parser.add_argument('--noise-seeds', type=int, default=1,
+                        help='run every AdaQual row with N start-noise seeds (seed, seed+1, ...): '
+                             'tables give the mean, the "noise" section the per-seed figures and '
+                             'their spread (how large a difference is before it means anything)')
     parser.add_argument('--model', help='pipeline folder (default: the shipped checkpoint)')
     parser.add_argument('--estimator', default='learned',
                         help="quality estimator for AdaQual and classical ('learned', "
@@ -142,11 +147,20 @@ def run(args):
                           overwrite=True)
     held = HeldoutSet(held_dir)
 
-    scores, t0 = _Scores(), time.time()
+    if args.noise_seeds < 1:
+        raise ValueError(f'--noise-seeds must be at least 1, got {args.noise_seeds}')
+    noise_seeds = [args.seed + k for k in range(args.noise_seeds)]
+    # `scores` pools all seeds (the tables' means); `per_seed` keeps each seed's AdaQual rows.
+    scores, per_seed, t0 = _Scores(), {s: _Scores() for s in noise_seeds}, time.time()
     timing = {'adaqual_ms': []}
+    noise = {'seed': args.seed}
+
+    def add(method, dataset, condition, restored, gt):
+        scores.add(method, dataset, condition, restored, gt)
+        per_seed[noise['seed']].add(method, dataset, condition, restored, gt)
 
     def restore(x, qmap, steps=args.steps, prompts=None):
-        g = torch.Generator().manual_seed(args.seed)
+        g = torch.Generator().manual_seed(noise['seed'])
         t = time.perf_counter()
         res = pipe(x[None], [qmap], generator=g, num_inference_steps=steps,
                    prompts=None if prompts is None else [prompts])
@@ -159,22 +173,28 @@ def run(args):
         scores.add('input', dataset, condition, lq, gt)
         if classical_restore is not None:
             scores.add('classical', dataset, condition, classical_restore(lq, qmap), gt)
+        for seed in noise_seeds:
+            noise['seed'] = seed
+            evaluate_adaqual(dataset, condition, lq_t, gt, qmap, gt_qmap, ablate)
+
+    def evaluate_adaqual(dataset, condition, lq_t, gt, qmap, gt_qmap, ablate):
         restored, prompts = restore(lq_t, qmap)
-        scores.add('adaqual', dataset, condition, restored, gt)
+        add('adaqual', dataset, condition, restored, gt)
         if gt_qmap is not None:
-            scores.add('adaqual_gt_quality', dataset, condition, restore(lq_t, gt_qmap)[0], gt)
+            add('adaqual_gt_quality', dataset, condition, restore(lq_t, gt_qmap)[0], gt)
         if not ablate:
             return
+        # The shuffle is part of the ablation, not of the noise: the same for every noise seed.
         rng = np.random.default_rng(args.seed)
         abl = {
             'prompts_empty': {'prompts': empty_prompts(prompts)},
             'prompts_shuffled': {'prompts': shuffle_prompts(prompts, rng)},
         }
         for name, kw in abl.items():
-            scores.add(f'ablation/{name}', dataset, condition, restore(lq_t, qmap, **kw)[0], gt)
+            add(f'ablation/{name}', dataset, condition, restore(lq_t, qmap, **kw)[0], gt)
         flat = neutral_quality_map(qmap)
-        scores.add('ablation/quality_off', dataset, condition,
-                   restore(lq_t, flat, prompts=prompts)[0], gt)
+        add('ablation/quality_off', dataset, condition,
+            restore(lq_t, flat, prompts=prompts)[0], gt)
         if gt_qmap is not None:
             # Where the estimated map's cost comes from: its scores or its type strengths.
             mixes = {'gt_scores': QualityMap(gt_qmap.scores, qmap.type_probs, qmap.cell,
@@ -182,10 +202,10 @@ def run(args):
                      'gt_types': QualityMap(qmap.scores, gt_qmap.type_probs, qmap.cell,
                                             qmap.image_size)}
             for name, mixed in mixes.items():
-                scores.add(f'ablation/{name}', dataset, condition, restore(lq_t, mixed)[0], gt)
+                add(f'ablation/{name}', dataset, condition, restore(lq_t, mixed)[0], gt)
         for steps in (1, 2, 4):
             img = restored if steps == args.steps else restore(lq_t, qmap, steps=steps)[0]
-            scores.add(f'ablation/steps_{steps}', dataset, condition, img, gt)
+            add(f'ablation/steps_{steps}', dataset, condition, img, gt)
 
     picked = _spread(len(held), args.limit)
     for k, i in enumerate(picked):
@@ -218,13 +238,14 @@ def run(args):
         syn['quality_on'] = syn['prompts_on']
         base = syn['prompts_on']['psnr']
         ablations = {'synthetic': syn, 'psnr_cost_db': {
-            k: round(base - syn[k]['psnr'], 3)
-            for k in ('prompts_empty', 'prompts_shuffled', 'quality_off')}}
+            k: round(base - syn[k]['psnr'], 3) for k in ABLATION_COSTS}}
     report = {
         'results': results,
         'ablations': ablations,
+        'noise': _noise_spread(per_seed, ablate=not args.no_ablations),
         'settings': {'model': str(args.model or 'shipped'), 'estimator': est_name,
-                     'steps': args.steps, 'seed': args.seed, 'images': args.images,
+                     'steps': args.steps, 'seed': args.seed, 'noise_seeds': noise_seeds,
+                     'images': args.images,
                      'limit': args.limit, 'heldout': str(held_dir),
                      'clean_dir': str(args.clean_dir),
                      'frames_synthetic': len(picked),
@@ -236,6 +257,43 @@ def run(args):
     (out / 'restore.md').write_text(_markdown(report))
     print(_markdown(report))
     return 0
+
+
+ABLATION_COSTS = ('prompts_empty', 'prompts_shuffled', 'quality_off')
+
+
+def _noise_spread(per_seed, ablate):
+    """Each start-noise seed's mean PSNR per AdaQual row and set, and the spread over seeds.
+
+    Ablation costs are paired per seed (same noise with and without the ablation), which is the
+    spread a cost has to clear to mean something.
+    """
+    seeds = sorted(per_seed)
+    rows = {}
+    for method in ('adaqual', 'adaqual_gt_quality'):
+        for dataset in ('synthetic', *REAL_SETS):
+            vals = [per_seed[s].table(method).get(dataset, {}).get('psnr') for s in seeds]
+            if all(v is not None for v in vals):
+                rows[f'{method}/{dataset}'] = vals
+    costs = {}
+    if ablate:
+        for name in ABLATION_COSTS:
+            vals = []
+            for s in seeds:
+                on = per_seed[s].table('adaqual')['synthetic']['psnr']
+                off = per_seed[s].table(f'ablation/{name}')['synthetic']['psnr']
+                vals.append(round(on - off, 3))
+            costs[name] = vals
+
+    def spread(vals):
+        arr = np.asarray(vals, dtype=np.float64)
+        return {'per_seed': [round(float(v), 3) for v in arr],
+                'mean': round(float(arr.mean()), 3),
+                'std': round(float(arr.std(ddof=1)), 3) if len(arr) > 1 else None,
+                'range': round(float(arr.max() - arr.min()), 3)}
+
+    return {'seeds': seeds, 'psnr': {k: spread(v) for k, v in rows.items()},
+            'psnr_cost_db': {k: spread(v) for k, v in costs.items()}}
 
 
 def _fmt(entry):
@@ -266,8 +324,18 @@ def _markdown(report):
         cost = report['ablations']['psnr_cost_db']
         lines += ['', 'PSNR cost vs full model (dB): ' + ', '.join(
             f'{k} {v:+.3f}' for k, v in cost.items())]
+    noise = report.get('noise', {})
+    if len(noise.get('seeds', [])) > 1:
+        lines += ['', f'## Start-noise spread ({len(noise["seeds"])} seeds: '
+                  f'{", ".join(map(str, noise["seeds"]))})', '',
+                  '| row | per seed (PSNR dB) | mean | std | range |', '|---|---|---|---|---|']
+        for key, v in {**noise['psnr'],
+                       **{f'cost/{k}': v for k, v in noise['psnr_cost_db'].items()}}.items():
+            lines.append(f'| {key} | {" ".join(f"{x:.2f}" for x in v["per_seed"])} | '
+                         f'{v["mean"]:.3f} | {v["std"]:.3f} | {v["range"]:.3f} |')
     s = report['settings']
     lines += ['', f'Estimator: {s["estimator"]}; steps {s["steps"]}; seed {s["seed"]}; '
+              f'noise seeds {len(s["noise_seeds"])}; '
               f'{s["frames_synthetic"]} synthetic frames; mean AdaQual time '
               f'{report["timing"]["adaqual_ms_mean"]} ms per frame.', '']
     return '\n'.join(lines)

@@ -179,3 +179,34 @@ def test_eval_restore_writes_the_contract_json(assets, tmp_path):
     manifest = json.loads((tmp_path / 'sel' / 'heldout_bsds500_test_n1_s0' / 'manifest.json')
                           .read_text())
     assert manifest['source_dir'] == 'test'  # the folder's name
+
+
+def test_eval_restore_noise_seeds_repeat_the_adaqual_rows(assets, tmp_path):
+    """Seed 0 of a two-seed run is the one-seed run; the tables give the mean over seeds."""
+    if not (default_pipeline_path() / 'model_index.json').is_file():
+        pytest.skip('no shipped checkpoint yet')
+    import json
+
+    from adaqual_ros.cli.main import main
+    common = ['--assets', str(assets), '--limit', '1', '--images', '1', '--estimator',
+              'classical', '--no-real', '--clean-dir', 'data/clean/bsds500/test']
+    assert main(['eval-restore', '--out', str(tmp_path / 'one'), *common]) == 0
+    assert main(['eval-restore', '--out', str(tmp_path / 'two'), '--noise-seeds', '2',
+                 *common]) == 0
+    one = json.loads((tmp_path / 'one' / 'restore.json').read_text())
+    two = json.loads((tmp_path / 'two' / 'restore.json').read_text())
+    assert two['settings']['noise_seeds'] == [0, 1]
+    spread = two['noise']['psnr']['adaqual/synthetic']
+    assert spread['per_seed'][0] == pytest.approx(one['results']['adaqual']['synthetic']['psnr'],
+                                                  abs=1e-3)
+    assert spread['per_seed'][0] != spread['per_seed'][1]  # the start noise matters
+    assert two['results']['adaqual']['synthetic']['psnr'] == pytest.approx(
+        np.mean(spread['per_seed']), abs=2e-3)
+    # deterministic rows are scored once, whatever the number of seeds
+    assert two['results']['input'] == one['results']['input']
+    costs = two['noise']['psnr_cost_db']
+    for name in ('prompts_empty', 'prompts_shuffled', 'quality_off'):
+        assert len(costs[name]['per_seed']) == 2
+        assert costs[name]['mean'] == pytest.approx(
+            two['ablations']['psnr_cost_db'][name], abs=2e-3)
+    assert '## Start-noise spread (2 seeds: 0, 1)' in (tmp_path / 'two' / 'restore.md').read_text()
