@@ -167,6 +167,24 @@ def test_classical_restore_with_a_clean_map_changes_nothing():
         classical_restore(img[:100], clean_map)
 
 
+def test_classical_restore_barely_acts_on_a_minor_type():
+    """A little haze on a rain cell (as estimators report) does not dehaze it."""
+    img = _real_or_synthetic()
+    gh, gw = grid_shape(*img.shape[:2], 64)
+
+    def rain_map(haze):
+        probs = np.zeros((gh, gw, len(DEGRADATION_TYPES)))
+        probs[..., DEGRADATION_TYPES.index('rain')] = 0.6
+        probs[..., DEGRADATION_TYPES.index('haze')] = haze
+        return QualityMap(np.full((gh, gw), 2.0), probs, 64, img.shape[:2])
+
+    rain_only = classical_restore(img, rain_map(0.0)).astype(np.float64)
+    minor = np.abs(classical_restore(img, rain_map(0.06)) - rain_only).mean()
+    major = np.abs(classical_restore(img, rain_map(0.6)) - rain_only).mean()
+    # haze weight 0.18 (3 x 0.06) times its share of the strongest type (0.1): 0.018
+    assert minor < 0.5 and major > 10 * minor, (minor, major)
+
+
 def test_scattered_cells_stay_small_and_merging_is_fast():
     degraded = np.zeros((17, 30), bool)  # 1080p grid
     degraded[2, 3] = degraded[9, 20] = degraded[15, 28] = degraded[9, 21] = True
