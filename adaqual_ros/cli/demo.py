@@ -48,22 +48,67 @@ def add_arguments(parser):
     parser.add_argument('--width', type=int, default=640, help='frame width (default 640)')
     parser.add_argument('--seed', type=int, default=0, help='weather seed')
     parser.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
+    parser.add_argument('--set', action='append', default=[], metavar='PARAM=VALUE',
+                        dest='restoration_params',
+                        help='a restoration-node parameter for this run (repeatable), e.g. '
+                             '--set model_path=runs/adaqual_small/pipeline --set steps=1; '
+                             'values as `ros2 param set` reads them, checked against the '
+                             "node's parameter table (README); the backend is --backend")
 
 
-def _adaqual_checkpoint():
-    """(usable, reason): whether the shipped AdaQual checkpoint is there to load."""
+def parse_restoration_params(items):
+    """
+    `['steps=1', 'model_path=DIR']` -> {'steps': 1, 'model_path': '/abs/DIR'}, checked.
+
+    Values are read as YAML scalars (like `ros2 param set`); an integer given for a double
+    parameter becomes a float (ROS would refuse it), paths become absolute (the nodes are
+    children that may not share the working folder's meaning). Raises ValueError with the reason.
+    """
+    import yaml
+
+    from adaqual_ros.ros.params import RESTORATION_PARAMS, spec_map
+
+    specs = spec_map(RESTORATION_PARAMS)
+    out = {}
+    for item in items or ():
+        name, sep, text = str(item).partition('=')
+        if not sep or not name:
+            raise ValueError(f'--set {item!r} is not PARAM=VALUE (e.g. --set steps=1)')
+        if name == 'backend':
+            raise ValueError('--set backend=...: use --backend')
+        spec = specs.get(name)
+        if spec is None:
+            raise ValueError(f'--set {name}: the restoration node has no such parameter '
+                             f'(it has: {", ".join(sorted(specs))})')
+        value = yaml.safe_load(text) if text else ''
+        if isinstance(spec.default, float) and isinstance(value, int) \
+                and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(spec.default, str) and value is not None and not isinstance(value, str):
+            value = text  # e.g. a numeric-looking path or device
+        if name.endswith('_path') and value:
+            value = str(Path(value).expanduser().resolve())
+        reason = spec.validate(value)
+        if reason:
+            raise ValueError(f'--set {item}: {reason}')
+        out[name] = value
+    return out
+
+
+def _adaqual_checkpoint(model_path=''):
+    """(usable, reason): whether the AdaQual checkpoint (default: the shipped one) can load."""
     from adaqual_ros.pipelines import default_pipeline_path
 
-    path = Path(default_pipeline_path())
+    path = Path(model_path or default_pipeline_path())
     if not (path / 'model_index.json').is_file():
         return False, f'no AdaQual checkpoint at {path}'
     return True, str(path)
 
 
-def _choose_backend(requested):
+def _choose_backend(requested, model_path=''):
     if requested == 'classical':
         return 'classical', ''
-    usable, reason = _adaqual_checkpoint()
+    usable, reason = _adaqual_checkpoint(model_path)
     if usable:
         return 'adaqual', ''
     note = f'{reason}: restoring with the classical backend instead'
@@ -89,6 +134,7 @@ def run(args):
             raise ValueError(f'--severity must be in [0, 1], got {args.severity}')
         if args.rate is not None and not 0.1 <= args.rate <= 240.0:
             raise ValueError(f'--rate must be in [0.1, 240] Hz, got {args.rate}')
+        node_params = parse_restoration_params(args.restoration_params)
         # find_detector logs the same advice we print below: say it once.
         logging.getLogger('adaqual_ros.detection.yolo').setLevel(logging.ERROR)
         detector = find_detector(args.detector)
@@ -115,7 +161,13 @@ def run(args):
              'report still gives restoration quality (PSNR/SSIM vs the clean frames) and timing.')
     else:
         _say(f'detector: {detector}')
-    backend, note = _choose_backend(args.backend)
+    model_path = node_params.get('model_path', '')
+    if model_path and args.backend != 'classical' and not _adaqual_checkpoint(model_path)[0]:
+        # Asked for by name: falling back to classical would answer another question.
+        print(f'adaqual demo: --set model_path: {_adaqual_checkpoint(model_path)[1]} (a folder '
+              'written by save_pretrained, e.g. runs/NAME/pipeline)', file=sys.stderr)
+        return 2
+    backend, note = _choose_backend(args.backend, model_path)
     if note:
         _say(note)
     rate = args.rate or DEFAULT_RATE[backend]
@@ -125,6 +177,8 @@ def run(args):
     except (demo_stream.DemoStreamError, FileNotFoundError) as exc:
         print(f'adaqual demo: {exc}', file=sys.stderr)
         return 2
+    if node_params:
+        _say('restoration parameters: ' + ', '.join(f'{k}={v}' for k, v in node_params.items()))
     _say(f'stream: {stream.frames} frames {stream.size[1]}x{stream.size[0]} from {stream.source}')
     paced = ' at most, paced to what the graph serves,' if args.rate is None else ''
     _say(f'graph: player {rate:g} Hz{paced} -> restoration ({backend}) -> '
@@ -133,7 +187,8 @@ def run(args):
     config = demo_graph.GraphConfig(
         out_dir=out, stream_folder=stream.folder, frames=stream.frames, conditions=conditions,
         severity=args.severity, rate_hz=rate, backend=backend, detector=detector,
-        seed=args.seed, strip_index=stream.frames // 2, pace=args.rate is None)
+        seed=args.seed, strip_index=stream.frames // 2, pace=args.rate is None,
+        extra_restoration_params=node_params)
     recorder = DemoRecorder(strip_index=config.strip_index, detection=detector is not None)
     progress, bar = _progress(recorder, stream.frames, conditions)
     started = time.monotonic()
@@ -169,6 +224,7 @@ def run(args):
             'player_rate': f'{rate:g} Hz' + (' at most, paced to the graph (see graph.'
                                                'player_rate_hz)' if args.rate is None else ''),
             'backend_requested': backend,
+            'restoration_params': node_params,
             'detector': str(detector) if detector else 'none found offline',
             'reference': 'detector on the clean frames (clean/image_raw)',
             'wall_time_s': round(elapsed, 1),

@@ -91,7 +91,8 @@ class ParamSpec:
         expected = self.type_name
         actual = _type_name(value)
         if actual != expected:
-            return f'{self.name} must be a {expected}, got {actual} {value!r}'
+            article = 'an' if expected[0] in 'aeiou' else 'a'
+            return f'{self.name} must be {article} {expected}, got {actual} {value!r}'
         if isinstance(value, float) and not math.isfinite(value):
             return f'{self.name} must be finite, got {value!r}'
         if self.choices is not None and value not in self.choices:

@@ -102,6 +102,20 @@ def test_demo_on_a_fresh_machine_without_detector(ros_env, tmp_path):
     check_common(out, report, conditions)
 
 
+@pytest.mark.ros
+def test_demo_set_reaches_the_restoration_node(ros_env, tmp_path):
+    """--set skip_threshold=1.0: every region counts as clean, the node passes frames through."""
+    env = {k: v for k, v in ros_env.items() if k not in ('ADAQUAL_ASSETS', 'ADAQUAL_DETECTOR')}
+    out = tmp_path / 'set'
+    stdout, report = run_demo(env, out, '--conditions', 'haze', '--rate', '1.5',
+                              '--set', 'skip_threshold=1.0')
+    assert 'restoration parameters: skip_threshold=1.0' in stdout
+    assert report['meta']['restoration_params'] == {'skip_threshold': 1.0}
+    haze = report['restoration']['haze']
+    assert haze['frames'] >= 1 and haze['skipped_fraction'] == 1.0
+    assert haze['restored_psnr'] == haze['raw_psnr'] < 30.0
+
+
 # ---- the conductor's pure helpers (no processes) -----------------------------------------------
 
 def test_node_command_and_values_round_trip_through_ros_yaml():

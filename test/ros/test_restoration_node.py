@@ -63,7 +63,7 @@ def test_params_file_check_reports_unknown_and_invalid(tmp_path):
 def test_spec_validation_and_settings_mapping():
     table = ros_params.spec_map(ros_params.RESTORATION_PARAMS)
     assert table['steps'].validate(2) is None
-    assert 'must be a integer' in table['steps'].validate(2.0)
+    assert 'must be an integer' in table['steps'].validate(2.0)
     assert 'must be in [1, 50]' in table['steps'].validate(0)
     assert 'multiple of 64' in table['tile_size'].validate(100)
     assert table['tile_size'].validate(-1) is None and table['tile_size'].validate(0) is None
