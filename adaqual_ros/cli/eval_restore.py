@@ -60,13 +60,13 @@ def _to_uint8(t):
     return (t.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def _summary(rows):
-    """Mean PSNR/SSIM of a list of (psnr, ssim)."""
+def _summary(rows, repeats=1):
+    """Mean PSNR/SSIM of a list of (psnr, ssim); n = frames (rows / noise seeds per frame)."""
     if not rows:
         return {'psnr': None, 'ssim': None, 'n': 0}
     arr = np.asarray(rows, dtype=np.float64)
     return {'psnr': round(float(arr[:, 0].mean()), 3), 'ssim': round(float(arr[:, 1].mean()), 4),
-            'n': len(rows)}
+            'n': len(rows) // repeats}
 
 
 class _Scores:
@@ -83,13 +83,15 @@ class _Scores:
             condition, []).append(value)
         return value
 
-    def table(self, method):
+    def table(self, method, repeats=1):
+        """Per-set summaries of `method`; `repeats`: noise seeds each frame was scored with."""
         out = {}
         for dataset, per_cond in self.rows.get(method, {}).items():
             rows = [r for v in per_cond.values() for r in v]
-            entry = _summary(rows)
+            entry = _summary(rows, repeats)
             if len(per_cond) > 1 or dataset == 'synthetic':
-                entry['per_condition'] = {c: _summary(v) for c, v in sorted(per_cond.items())}
+                entry['per_condition'] = {c: _summary(v, repeats)
+                                          for c, v in sorted(per_cond.items())}
             out[dataset] = entry
         return out
 
@@ -228,13 +230,15 @@ def run(args):
         print(f'{name}: {len(pairs)} pairs', flush=True)
 
     methods = ['input', 'classical', 'adaqual', 'adaqual_gt_quality']
-    results = {m: scores.table(m) for m in methods if m in scores.rows}
+    seeds_of = {'input': 1, 'classical': 1}  # deterministic rows are scored once per frame
+    results = {m: scores.table(m, seeds_of.get(m, len(noise_seeds)))
+               for m in methods if m in scores.rows}
     ablations = {}
     if not args.no_ablations:
-        syn = {'prompts_on': scores.table('adaqual').get('synthetic')}
+        syn = {'prompts_on': results['adaqual'].get('synthetic')}
         for name in ('prompts_empty', 'prompts_shuffled', 'quality_off', 'gt_scores',
                      'gt_types', 'steps_1', 'steps_2', 'steps_4'):
-            syn[name] = scores.table(f'ablation/{name}').get('synthetic')
+            syn[name] = scores.table(f'ablation/{name}', len(noise_seeds)).get('synthetic')
         syn['quality_on'] = syn['prompts_on']
         base = syn['prompts_on']['psnr']
         ablations = {'synthetic': syn, 'psnr_cost_db': {

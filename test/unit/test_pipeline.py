@@ -202,8 +202,10 @@ def test_eval_restore_noise_seeds_repeat_the_adaqual_rows(assets, tmp_path):
     assert spread['per_seed'][0] != spread['per_seed'][1]  # the start noise matters
     assert two['results']['adaqual']['synthetic']['psnr'] == pytest.approx(
         np.mean(spread['per_seed']), abs=2e-3)
-    # deterministic rows are scored once, whatever the number of seeds
+    # deterministic rows are scored once, whatever the number of seeds; n counts frames
     assert two['results']['input'] == one['results']['input']
+    assert two['results']['adaqual']['synthetic']['n'] == 1
+    assert two['ablations']['synthetic']['steps_4']['n'] == 1
     costs = two['noise']['psnr_cost_db']
     for name in ('prompts_empty', 'prompts_shuffled', 'quality_off'):
         assert len(costs[name]['per_seed']) == 2
