@@ -9,10 +9,13 @@ vs estimated quality maps (and which half of the estimate costs what: ground-tru
 the estimated types, estimated scores with the ground-truth types), and 1 / 2 / 4 sampling
 steps. With --noise-seeds N every AdaQual row is repeated with N start-noise seeds: the tables
 give the mean over seeds, the "noise" section each seed's figures and the spread, paired per seed
-for the ablation costs. Writes DIR/restore.json and DIR/restore.md.
+for the ablation costs. --clean-dir / --clean-video build the synthetic set from other clean
+images or from a clean video's frames (choosing between checkpoints without the held-out set, or
+on footage like one's own camera). Writes DIR/restore.json and DIR/restore.md.
 """
 import json
 from pathlib import Path
+import sys
 import time
 
 import numpy as np
@@ -32,6 +35,15 @@ def add_arguments(parser):
                         help='clean images of the synthetic set, relative to the assets root or '
                              'absolute (another folder, e.g. training images under new weather, '
                              'to choose between checkpoints without looking at the held-out set)')
+    parser.add_argument('--clean-video', default=None,
+                        help='a clean video instead of --clean-dir (relative to the assets root '
+                             'or absolute): every --video-stride-th frame, --video-width px wide, '
+                             "is a clean image of the synthetic set (e.g. your own camera's "
+                             'footage: how a checkpoint does on frames like it)')
+    parser.add_argument('--video-stride', type=int, default=30,
+                        help='with --clean-video: keep every N-th frame (default 30)')
+    parser.add_argument('--video-width', type=int, default=640,
+                        help='with --clean-video: frame width in pixels (default 640)')
     parser.add_argument('--no-real', action='store_true',
                         help='skip the real paired sets (rain100l, raindrop)')
     parser.add_argument('--seed', type=int, default=0, help='held-out set and start-noise seed')
@@ -54,6 +66,28 @@ def _spread(n_total, limit):
     if not limit or limit >= n_total:
         return list(range(n_total))
     return sorted(set(np.linspace(0, n_total - 1, limit).round().astype(int).tolist()))
+
+
+def _video_frames(video, out, stride, width):
+    """Write every `stride`-th frame of `video`, `width` px wide, as PNGs; return the folder."""
+    import cv2
+
+    from adaqual_ros.io.video import FrameSource, list_images
+
+    folder = Path(out) / f'frames_{Path(video).stem}_s{stride}_w{width}'
+    if folder.is_dir() and list_images(folder):
+        return folder  # written by an earlier run: the set stays the same
+    folder.mkdir(parents=True, exist_ok=True)
+    for frame in FrameSource(video, stride=stride):
+        h, w = frame.image.shape[:2]
+        size = (width, max(1, round(h * width / w)))
+        img = cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA if w > width
+                         else cv2.INTER_LINEAR)
+        cv2.imwrite(str(folder / f'{Path(video).stem}_{frame.index:06d}.png'),
+                    cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    if not list_images(folder):
+        raise ValueError(f'no frames could be read from {str(video)!r}')
+    return folder
 
 
 def _to_uint8(t):
@@ -108,7 +142,23 @@ def _load_estimator(name, cell, path=''):
         return build_estimator('classical', cell=cell), 'classical'
 
 
+def _argument_problem(args):
+    """The reason the arguments cannot run, or None."""
+    if args.clean_video and args.clean_dir != HELDOUT_CLEAN_DIR:
+        return 'give --clean-dir or --clean-video, not both'
+    if args.noise_seeds < 1:
+        return f'--noise-seeds must be at least 1, got {args.noise_seeds}'
+    if args.video_stride < 1 or args.video_width < 64:
+        return (f'--video-stride must be >= 1 and --video-width >= 64, got {args.video_stride}, '
+                f'{args.video_width}')
+    return None
+
+
 def run(args):
+    problem = _argument_problem(args)
+    if problem:
+        print(f'adaqual eval-restore: {problem}', file=sys.stderr)
+        return 2
     import torch
 
     from adaqual_ros.assets import assets_root
@@ -138,9 +188,14 @@ def run(args):
     pipe.estimator = estimator
 
     # The held-out set is written once per (images, seed) and reused.
-    clean_dir = root / args.clean_dir
-    tag = '' if Path(args.clean_dir) == Path(HELDOUT_CLEAN_DIR) else \
-        '_' + '_'.join(Path(args.clean_dir).parts[-2:])
+    if args.clean_video:
+        clean_dir = _video_frames(root / args.clean_video, out, args.video_stride,
+                                  args.video_width)
+        tag = '_' + clean_dir.name
+    else:
+        clean_dir = root / args.clean_dir
+        tag = '' if Path(args.clean_dir) == Path(HELDOUT_CLEAN_DIR) else \
+            '_' + '_'.join(Path(args.clean_dir).parts[-2:])
     held_dir = out / f'heldout{tag}_n{args.images}_s{args.seed}'
     if not (held_dir / 'manifest.json').is_file():
         layers = load_layers(root / 'data' / 'weather_layers')
@@ -149,8 +204,6 @@ def run(args):
                           overwrite=True)
     held = HeldoutSet(held_dir)
 
-    if args.noise_seeds < 1:
-        raise ValueError(f'--noise-seeds must be at least 1, got {args.noise_seeds}')
     noise_seeds = [args.seed + k for k in range(args.noise_seeds)]
     # `scores` pools all seeds (the tables' means); `per_seed` keeps each seed's AdaQual rows.
     scores, per_seed, t0 = _Scores(), {s: _Scores() for s in noise_seeds}, time.time()
@@ -251,7 +304,8 @@ def run(args):
                      'steps': args.steps, 'seed': args.seed, 'noise_seeds': noise_seeds,
                      'images': args.images,
                      'limit': args.limit, 'heldout': str(held_dir),
-                     'clean_dir': str(args.clean_dir),
+                     'clean_dir': str(clean_dir if args.clean_video else args.clean_dir),
+                     'clean_video': args.clean_video,
                      'frames_synthetic': len(picked),
                      'classical': classical_restore is not None},
         'timing': {'adaqual_ms_mean': round(float(np.mean(timing['adaqual_ms'])), 1),

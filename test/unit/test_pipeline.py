@@ -212,3 +212,36 @@ def test_eval_restore_noise_seeds_repeat_the_adaqual_rows(assets, tmp_path):
         assert costs[name]['mean'] == pytest.approx(
             two['ablations']['psnr_cost_db'][name], abs=2e-3)
     assert '## Start-noise spread (2 seeds: 0, 1)' in (tmp_path / 'two' / 'restore.md').read_text()
+
+
+def test_eval_restore_on_frames_of_a_clean_video(assets, tmp_path, capsys):
+    if not (default_pipeline_path() / 'model_index.json').is_file():
+        pytest.skip('no shipped checkpoint yet')
+    import json
+
+    import cv2
+
+    from adaqual_ros.cli.main import main
+    video = assets / 'data' / 'video' / 'people.mp4'
+    if not video.is_file():
+        pytest.skip('people.mp4 not in the assets')
+    out = tmp_path / 'vid'
+    assert main(['eval-restore', '--out', str(out), '--assets', str(assets), '--clean-video',
+                 'data/video/people.mp4', '--video-stride', '150', '--video-width', '320',
+                 '--images', '2', '--limit', '1', '--no-real', '--no-ablations',
+                 '--estimator', 'classical']) == 0
+    frames = sorted((out / 'frames_people_s150_w320').glob('*.png'))
+    n_video = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert len(frames) == -(-n_video // 150)
+    assert [cv2.imread(str(f)).shape[1] for f in frames] == [320] * len(frames)
+    report = json.loads((out / 'restore.json').read_text())
+    assert report['settings']['clean_video'] == 'data/video/people.mp4'
+    assert report['settings']['heldout'].endswith('heldout_frames_people_s150_w320_n2_s0')
+    assert report['results']['adaqual']['synthetic']['n'] == 1
+    capsys.readouterr()
+    for bad, reason in [(['--clean-dir', 'data/clean/bsds500/test'], 'not both'),
+                        (['--video-stride', '0'], '--video-stride must be >= 1'),
+                        (['--noise-seeds', '0'], '--noise-seeds must be at least 1')]:
+        assert main(['eval-restore', '--out', str(out), '--assets', str(assets),
+                     '--clean-video', 'data/video/people.mp4', *bad]) == 2
+        assert reason in capsys.readouterr().err
