@@ -70,23 +70,29 @@ def _spread(n_total, limit):
 
 def _video_frames(video, out, stride, width):
     """Write every `stride`-th frame of `video`, `width` px wide, as PNGs; return the folder."""
+    import shutil
+
     import cv2
 
     from adaqual_ros.io.video import FrameSource, list_images
 
     folder = Path(out) / f'frames_{Path(video).stem}_s{stride}_w{width}'
-    if folder.is_dir() and list_images(folder):
+    if folder.is_dir():
         return folder  # written by an earlier run: the set stays the same
-    folder.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed, so an interrupted run never leaves a partial set to reuse.
+    partial = folder.with_name(folder.name + '.partial')
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     for frame in FrameSource(video, stride=stride):
         h, w = frame.image.shape[:2]
         size = (width, max(1, round(h * width / w)))
         img = cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA if w > width
                          else cv2.INTER_LINEAR)
-        cv2.imwrite(str(folder / f'{Path(video).stem}_{frame.index:06d}.png'),
+        cv2.imwrite(str(partial / f'{Path(video).stem}_{frame.index:06d}.png'),
                     cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    if not list_images(folder):
+    if not list_images(partial):
         raise ValueError(f'no frames could be read from {str(video)!r}')
+    partial.rename(folder)
     return folder
 
 
