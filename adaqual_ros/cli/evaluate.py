@@ -52,6 +52,9 @@ def add_arguments(parser):
                        help='AdaQual DDIM steps (default: the runtime default, 2)')
         p.add_argument('--skip-threshold', type=float, default=None,
                        help='quality at or above which regions pass through (default 4.0)')
+        p.add_argument('--noise-seed', type=int, default=None,
+                       help="base seed of the restorer's start noise (the node's `seed`, default "
+                            '0): run a few to see how much a figure moves with the noise alone')
         p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
         p.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
         p.add_argument('--strip', type=int, default=3,
@@ -113,7 +116,8 @@ class Row:
             quality_model_path=args.quality_model_path, fallback_to_classical=False,
             threads=args.threads,
             # the same knobs as the node's parameters; unset = the runtime's defaults
-            **{k: v for k, v in (('steps', args.steps), ('skip_threshold', args.skip_threshold))
+            **{k: v for k, v in (('steps', args.steps), ('skip_threshold', args.skip_threshold),
+                                 ('seed', args.noise_seed))
                if v is not None})
         self.note = ''
         if args.quality_backend:
@@ -358,6 +362,7 @@ def run(args):
     meta = {'command': _command_line(args),
             'mode': args.mode, 'detector': str(path), 'conf': args.conf, 'iou': args.iou,
             'imgsz': args.imgsz, 'device': args.device,
+            'noise_seed': 0 if args.noise_seed is None else args.noise_seed,
             'machine': f'{platform.machine()}, {torch.get_num_threads()} torch threads, '
                        f'{_cpu_count()} CPUs'}
     started = time.perf_counter()

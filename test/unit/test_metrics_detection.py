@@ -232,3 +232,11 @@ def test_evaluate_passes_restorer_knobs(tmp_path):
     assert (default.restorer.settings.steps, default.restorer.settings.skip_threshold) == (2, 4.0)
     with pytest.raises(ValueError, match='steps must be >= 1'):
         Row('adaqual', build_parser('evaluate').parse_args(base + ['--steps', '0']))
+    # --noise-seed is the restorer's start-noise seed: another seed, another restored frame
+    seeded = Row('adaqual', build_parser('evaluate').parse_args(base + ['--noise-seed', '3']))
+    assert (seeded.restorer.settings.seed, default.restorer.settings.seed) == (3, 0)
+    from adaqual_ros.weather import synthesize
+    rgb = np.random.default_rng(0).integers(0, 256, (128, 192, 3), dtype=np.uint8)
+    hazy = synthesize(rgb, 'haze', 0, severity=0.9).degraded
+    assert not np.array_equal(seeded(hazy, 'cam')[0], default(hazy, 'cam')[0])
+    assert np.array_equal(default(hazy, 'cam')[0], default(hazy, 'cam')[0])
