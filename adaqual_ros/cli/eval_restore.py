@@ -68,34 +68,6 @@ def _spread(n_total, limit):
     return sorted(set(np.linspace(0, n_total - 1, limit).round().astype(int).tolist()))
 
 
-def _video_frames(video, out, stride, width):
-    """Write every `stride`-th frame of `video`, `width` px wide, as PNGs; return the folder."""
-    import shutil
-
-    import cv2
-
-    from adaqual_ros.io.video import FrameSource, list_images
-
-    folder = Path(out) / f'frames_{Path(video).stem}_s{stride}_w{width}'
-    if folder.is_dir():
-        return folder  # written by an earlier run: the set stays the same
-    # Written aside and renamed, so an interrupted run never leaves a partial set to reuse.
-    partial = folder.with_name(folder.name + '.partial')
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for frame in FrameSource(video, stride=stride):
-        h, w = frame.image.shape[:2]
-        size = (width, max(1, round(h * width / w)))
-        img = cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA if w > width
-                         else cv2.INTER_LINEAR)
-        cv2.imwrite(str(partial / f'{Path(video).stem}_{frame.index:06d}.png'),
-                    cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    if not list_images(partial):
-        raise ValueError(f'no frames could be read from {str(video)!r}')
-    partial.rename(folder)
-    return folder
-
-
 def _to_uint8(t):
     return (t.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
@@ -195,8 +167,9 @@ def run(args):
 
     # The held-out set is written once per (images, seed) and reused.
     if args.clean_video:
-        clean_dir = _video_frames(root / args.clean_video, out, args.video_stride,
-                                  args.video_width)
+        from adaqual_ros.io.video import extract_frames
+        clean_dir = extract_frames(root / args.clean_video, out, args.video_stride,
+                                   args.video_width)
         tag = '_' + clean_dir.name
     else:
         clean_dir = root / args.clean_dir

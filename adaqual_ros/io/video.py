@@ -133,3 +133,38 @@ class FrameSource:
 def iter_frames(source, **kwargs):
     """Shorthand for `iter(FrameSource(source, **kwargs))`."""
     return iter(FrameSource(source, **kwargs))
+
+
+def extract_frames(video, parent, stride=30, width=640):
+    """
+    Write every `stride`-th frame of `video`, `width` px wide, as PNGs under `parent`.
+
+    The folder is ``parent/frames_<stem>_s<stride>_w<width>``; when it exists (an earlier run)
+    it is returned as it is, so a set built from a video stays the same between runs.
+
+    Returns:
+        `Path`: the folder.
+    """
+    import shutil
+
+    if int(stride) < 1 or int(width) < 64:
+        raise ValueError(f'stride must be >= 1 and width >= 64, got {stride}, {width}')
+    video = Path(video)
+    folder = Path(parent) / f'frames_{video.stem}_s{int(stride)}_w{int(width)}'
+    if folder.is_dir():
+        return folder
+    # Written aside and renamed, so an interrupted run never leaves a partial set to reuse.
+    partial = folder.with_name(folder.name + '.partial')
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for frame in FrameSource(video, stride=stride):
+        h, w = frame.image.shape[:2]
+        size = (int(width), max(1, round(h * width / w)))
+        img = cv2.resize(frame.image, size,
+                         interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR)
+        cv2.imwrite(str(partial / f'{video.stem}_{frame.index:06d}.png'),
+                    cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    if not list_images(partial):
+        raise ValueError(f'no frames could be read from {str(video)!r}')
+    partial.rename(folder)
+    return folder

@@ -53,6 +53,48 @@ def train_files(assets_root):
     return [f for d in TRAIN_DIRS for f in list_images(root / d)]
 
 
+def extra_clean_images(sources, assets_root=None, stride=10, repeat=1, max_side=800):
+    """
+    Clean images from extra folders or videos, e.g. clean footage from the user's own camera.
+
+    Args:
+        sources (`str`): comma-separated image folders or video files, as given or relative to
+            the assets root.
+        stride (`int`): videos: keep every `stride`-th frame.
+        repeat (`int`): list each image this many times (weights a few frames against the
+            hundreds of photos of the standard splits).
+        max_side (`int`): long side after an area downscale.
+
+    Returns:
+        `list[np.ndarray]`: RGB uint8 images (in memory: a video has no files to point at).
+    """
+    from adaqual_ros.io.video import FrameSource
+
+    if int(stride) < 1 or int(repeat) < 1:
+        raise ValueError(f'stride and repeat must be >= 1, got {stride}, {repeat}')
+    images = []
+    for source in (s.strip() for s in str(sources).split(',') if s.strip()):
+        path = Path(source).expanduser()
+        if not path.exists() and assets_root is not None:
+            path = Path(assets_root) / source
+        if not path.exists():
+            raise FileNotFoundError(f'extra clean source {source!r} not found')
+        if path.is_dir():
+            found = [read_rgb(f, max_side) for f in list_images(path)]
+        else:
+            found = []
+            for frame in FrameSource(path, stride=stride):
+                h, w = frame.image.shape[:2]
+                scale = min(1.0, max_side / max(h, w))
+                found.append(cv2.resize(frame.image, (round(w * scale), round(h * scale)),
+                                        interpolation=cv2.INTER_AREA) if scale < 1 else
+                             frame.image)
+        if not found:
+            raise ValueError(f'no images in extra clean source {source!r}')
+        images += found
+    return images * int(repeat)
+
+
 def heldout_files(assets_root):
     return list_images(clean_root(assets_root) / HELDOUT_DIR)
 

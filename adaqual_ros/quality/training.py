@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adaqual_ros.quality.data import read_rgb, train_files
+from adaqual_ros.quality.data import extra_clean_images, read_rgb, train_files
 from adaqual_ros.quality.learned import LearnedQualityEstimator
 
 
@@ -54,6 +54,11 @@ class TrainConfig:
             all-but-one 64 px cells wide, at a cell edge; targets 5 / no damage there): real
             frames are partly clean, and without it the frame-level context lowers the clean
             cells next to weather, so they are restored instead of skipped.
+        extra_clean (`str`): comma-separated extra clean sources, image folders or videos
+            (e.g. clean footage from your own camera), added to the standard splits.
+        extra_stride (`int`): videos in `extra_clean`: keep every N-th frame.
+        extra_repeat (`int`): list each extra image N times (a few frames against hundreds of
+            photos).
     """
 
     out: str = 'adaqual_ros/checkpoints/quality_learned'
@@ -77,6 +82,9 @@ class TrainConfig:
     camera_aug: float = 0.5
     init: str = ''
     mix_fraction: float = 0.0
+    extra_clean: str = ''
+    extra_stride: int = 10
+    extra_repeat: int = 1
 
 
 class SyntheticQualityCrops(torch.utils.data.IterableDataset):
@@ -131,7 +139,9 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
         worker = info.id if info is not None else 0
         rng = np.random.default_rng([self.seed, worker])
         layers = load_layers(self.layers_root) if self.layers_root else None
-        images = [read_rgb(f, self.max_side) for f in self.files]
+        # Entries are paths or images already in memory (frames of an extra video).
+        images = [f if isinstance(f, np.ndarray) else read_rgb(f, self.max_side)
+                  for f in self.files]
         degraded_conditions = [c for c in CONDITIONS if c != 'clean']
         c = self.crop
         while True:
@@ -217,6 +227,9 @@ def train_learned(cfg, log=print):
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     files = train_files(cfg.assets)
+    if cfg.extra_clean:
+        files += extra_clean_images(cfg.extra_clean, cfg.assets, cfg.extra_stride,
+                                    cfg.extra_repeat, cfg.max_side)
     layers_root = cfg.assets if (Path(cfg.assets) / 'data' / 'weather_layers').is_dir() else None
     data = SyntheticQualityCrops(files, cfg.crop, cfg.clean_fraction, cfg.seed, layers_root,
                                  cfg.max_side, cfg.reuse, cfg.pool, cfg.camera_aug,

@@ -201,3 +201,34 @@ def test_partial_edge_blocks_read_mirrored_frame_content(learned, val_image):
         scores, logits = learned(torch.from_numpy(padded).permute(2, 0, 1)[None].float() / 255)
     ref_scores, _ = learned.to_cells(scores, logits, frame.shape[:2], 64)
     assert np.allclose(learned.estimate(frame).scores, ref_scores[0].numpy(), atol=1e-4)
+
+
+def test_extra_clean_sources_folders_and_videos(assets, tmp_path, val_image):
+    """train-quality --extra-clean: a folder's images and a video's frames join the training."""
+    import cv2
+
+    from adaqual_ros.quality.data import extra_clean_images
+    from adaqual_ros.quality.training import SyntheticQualityCrops
+
+    video = assets / 'data' / 'video' / 'people.mp4'
+    if not video.is_file():
+        pytest.skip('people.mp4 not in the assets')
+    folder = tmp_path / 'cam'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'a.png'), val_image[..., ::-1])
+    n_video = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
+    # the folder as given, the video relative to the assets root
+    images = extra_clean_images(f'{folder},data/video/people.mp4', assets, stride=150, repeat=2,
+                                max_side=480)
+    assert len(images) == 2 * (1 + -(-n_video // 150))
+    from adaqual_ros.quality.data import read_rgb
+
+    assert np.array_equal(images[0], read_rgb(folder / 'a.png', 480))
+    assert all(max(im.shape[:2]) == 480 for im in images)  # both downscaled to max_side
+    assert images[len(images) // 2] is images[0]  # repeated, not copied
+    with pytest.raises(FileNotFoundError, match='not found'):
+        extra_clean_images('no/such/place', assets)
+    # in-memory frames are valid dataset entries next to paths
+    data = SyntheticQualityCrops(images[1:3], crop=192, clean_fraction=0.0, seed=0, reuse=1)
+    image, q32, t32, q64, t64 = next(iter(data))
+    assert image.shape == (3, 192, 192) and q64.shape == (3, 3)
