@@ -106,13 +106,11 @@ def _adaqual_checkpoint(model_path=''):
 
 
 def _choose_backend(requested, model_path=''):
+    """(backend, why AdaQual cannot load or '')."""
     if requested == 'classical':
         return 'classical', ''
     usable, reason = _adaqual_checkpoint(model_path)
-    if usable:
-        return 'adaqual', ''
-    note = f'{reason}: restoring with the classical backend instead'
-    return 'classical', note
+    return ('adaqual', '') if usable else ('classical', reason)
 
 
 def _say(text):
@@ -162,12 +160,13 @@ def run(args):
     else:
         _say(f'detector: {detector}')
     model_path = node_params.get('model_path', '')
-    if model_path and args.backend != 'classical' and not _adaqual_checkpoint(model_path)[0]:
+    backend, unusable = _choose_backend(args.backend, model_path)
+    if unusable and model_path:
         # Asked for by name: falling back to classical would answer another question.
-        print(f'adaqual demo: --set model_path: {_adaqual_checkpoint(model_path)[1]} (a folder '
-              'written by save_pretrained, e.g. runs/NAME/pipeline)', file=sys.stderr)
+        print(f'adaqual demo: --set model_path: {unusable} (a folder written by '
+              'save_pretrained, e.g. runs/NAME/pipeline)', file=sys.stderr)
         return 2
-    backend, note = _choose_backend(args.backend, model_path)
+    note = f'{unusable}: restoring with the classical backend instead' if unusable else ''
     if note:
         _say(note)
     rate = args.rate or DEFAULT_RATE[backend]

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 REAL_SETS = ('rain100l', 'raindrop')
+ABLATION_COSTS = ('prompts_empty', 'prompts_shuffled', 'quality_off')
 HELDOUT_CLEAN_DIR = 'data/clean/bsds500/val'
 
 
@@ -94,6 +95,18 @@ class _Scores:
         self.rows.setdefault(method, {}).setdefault(dataset, {}).setdefault(
             condition, []).append(value)
         return value
+
+    @classmethod
+    def merged(cls, parts):
+        """One _Scores holding the rows of all `parts` (e.g. every noise seed's)."""
+        out = cls()
+        for part in parts:
+            for method, per_set in part.rows.items():
+                for dataset, per_cond in per_set.items():
+                    for condition, rows in per_cond.items():
+                        out.rows.setdefault(method, {}).setdefault(dataset, {}).setdefault(
+                            condition, []).extend(rows)
+        return out
 
     def table(self, method, repeats=1):
         """Per-set summaries of `method`; `repeats`: noise seeds each frame was scored with."""
@@ -184,17 +197,12 @@ def run(args):
     held = HeldoutSet(held_dir)
 
     noise_seeds = [args.seed + k for k in range(args.noise_seeds)]
-    # `scores` pools all seeds (the tables' means); `per_seed` keeps each seed's AdaQual rows.
+    # Deterministic rows (input, classical) once per frame; AdaQual rows once per noise seed.
     scores, per_seed, t0 = _Scores(), {s: _Scores() for s in noise_seeds}, time.time()
     timing = {'adaqual_ms': []}
-    noise = {'seed': args.seed}
 
-    def add(method, dataset, condition, restored, gt):
-        scores.add(method, dataset, condition, restored, gt)
-        per_seed[noise['seed']].add(method, dataset, condition, restored, gt)
-
-    def restore(x, qmap, steps=args.steps, prompts=None):
-        g = torch.Generator().manual_seed(noise['seed'])
+    def restore(x, qmap, seed, steps=args.steps, prompts=None):
+        g = torch.Generator().manual_seed(seed)
         t = time.perf_counter()
         res = pipe(x[None], [qmap], generator=g, num_inference_steps=steps,
                    prompts=None if prompts is None else [prompts])
@@ -208,14 +216,18 @@ def run(args):
         if classical_restore is not None:
             scores.add('classical', dataset, condition, classical_restore(lq, qmap), gt)
         for seed in noise_seeds:
-            noise['seed'] = seed
-            evaluate_adaqual(dataset, condition, lq_t, gt, qmap, gt_qmap, ablate)
+            evaluate_adaqual(per_seed[seed], seed, dataset, condition, lq_t, gt, qmap, gt_qmap,
+                             ablate)
 
-    def evaluate_adaqual(dataset, condition, lq_t, gt, qmap, gt_qmap, ablate):
-        restored, prompts = restore(lq_t, qmap)
-        add('adaqual', dataset, condition, restored, gt)
+    def evaluate_adaqual(seed_scores, seed, dataset, condition, lq_t, gt, qmap, gt_qmap,
+                         ablate):
+        def add(method, restored):
+            seed_scores.add(method, dataset, condition, restored, gt)
+
+        restored, prompts = restore(lq_t, qmap, seed)
+        add('adaqual', restored)
         if gt_qmap is not None:
-            add('adaqual_gt_quality', dataset, condition, restore(lq_t, gt_qmap)[0], gt)
+            add('adaqual_gt_quality', restore(lq_t, gt_qmap, seed)[0])
         if not ablate:
             return
         # The shuffle is part of the ablation, not of the noise: the same for every noise seed.
@@ -225,10 +237,9 @@ def run(args):
             'prompts_shuffled': {'prompts': shuffle_prompts(prompts, rng)},
         }
         for name, kw in abl.items():
-            add(f'ablation/{name}', dataset, condition, restore(lq_t, qmap, **kw)[0], gt)
+            add(f'ablation/{name}', restore(lq_t, qmap, seed, **kw)[0])
         flat = neutral_quality_map(qmap)
-        add('ablation/quality_off', dataset, condition,
-            restore(lq_t, flat, prompts=prompts)[0], gt)
+        add('ablation/quality_off', restore(lq_t, flat, seed, prompts=prompts)[0])
         if gt_qmap is not None:
             # Where the estimated map's cost comes from: its scores or its type strengths.
             mixes = {'gt_scores': QualityMap(gt_qmap.scores, qmap.type_probs, qmap.cell,
@@ -236,10 +247,10 @@ def run(args):
                      'gt_types': QualityMap(qmap.scores, gt_qmap.type_probs, qmap.cell,
                                             qmap.image_size)}
             for name, mixed in mixes.items():
-                add(f'ablation/{name}', dataset, condition, restore(lq_t, mixed)[0], gt)
+                add(f'ablation/{name}', restore(lq_t, mixed, seed)[0])
         for steps in (1, 2, 4):
-            img = restored if steps == args.steps else restore(lq_t, qmap, steps=steps)[0]
-            add(f'ablation/steps_{steps}', dataset, condition, img, gt)
+            img = restored if steps == args.steps else restore(lq_t, qmap, seed, steps=steps)[0]
+            add(f'ablation/steps_{steps}', img)
 
     picked = _spread(len(held), args.limit)
     for k, i in enumerate(picked):
@@ -261,16 +272,16 @@ def run(args):
             evaluate(name, name, item['lq'], _to_uint8(item['gt']))
         print(f'{name}: {len(pairs)} pairs', flush=True)
 
-    methods = ['input', 'classical', 'adaqual', 'adaqual_gt_quality']
-    seeds_of = {'input': 1, 'classical': 1}  # deterministic rows are scored once per frame
-    results = {m: scores.table(m, seeds_of.get(m, len(noise_seeds)))
-               for m in methods if m in scores.rows}
+    pooled = _Scores.merged(per_seed.values())  # the tables: means over frames and seeds
+    results = {m: scores.table(m) for m in ('input', 'classical') if m in scores.rows}
+    results.update({m: pooled.table(m, len(noise_seeds))
+                    for m in ('adaqual', 'adaqual_gt_quality') if m in pooled.rows})
     ablations = {}
     if not args.no_ablations:
         syn = {'prompts_on': results['adaqual'].get('synthetic')}
         for name in ('prompts_empty', 'prompts_shuffled', 'quality_off', 'gt_scores',
                      'gt_types', 'steps_1', 'steps_2', 'steps_4'):
-            syn[name] = scores.table(f'ablation/{name}', len(noise_seeds)).get('synthetic')
+            syn[name] = pooled.table(f'ablation/{name}', len(noise_seeds)).get('synthetic')
         syn['quality_on'] = syn['prompts_on']
         base = syn['prompts_on']['psnr']
         ablations = {'synthetic': syn, 'psnr_cost_db': {
@@ -295,8 +306,6 @@ def run(args):
     print(_markdown(report))
     return 0
 
-
-ABLATION_COSTS = ('prompts_empty', 'prompts_shuffled', 'quality_off')
 
 
 def _noise_spread(per_seed, ablate):

@@ -40,12 +40,17 @@ def read_rgb(path, max_side=None):
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f'cannot read image {path}')
-    h, w = bgr.shape[:2]
+    return np.ascontiguousarray(fit_max_side(bgr, max_side)[:, :, ::-1])
+
+
+def fit_max_side(image, max_side=None):
+    """Area-downscale `image` so its long side is at most `max_side` (None/0 = as is)."""
+    h, w = image.shape[:2]
     if max_side and max(h, w) > max_side:
         scale = max_side / max(h, w)
-        bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
-                         interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA)
+    return image
 
 
 def train_files(assets_root):
@@ -82,13 +87,8 @@ def extra_clean_images(sources, assets_root=None, stride=10, repeat=1, max_side=
         if path.is_dir():
             found = [read_rgb(f, max_side) for f in list_images(path)]
         else:
-            found = []
-            for frame in FrameSource(path, stride=stride):
-                h, w = frame.image.shape[:2]
-                scale = min(1.0, max_side / max(h, w))
-                found.append(cv2.resize(frame.image, (round(w * scale), round(h * scale)),
-                                        interpolation=cv2.INTER_AREA) if scale < 1 else
-                             frame.image)
+            found = [fit_max_side(frame.image, max_side)
+                     for frame in FrameSource(path, stride=stride)]
         if not found:
             raise ValueError(f'no images in extra clean source {source!r}')
         images += found

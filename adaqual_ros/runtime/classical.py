@@ -153,7 +153,7 @@ def _weights_from_map(quality_map, shape):
     probs = quality_map.type_probs
     # A type weaker than the cell's strongest counts in proportion to it: estimators leave a
     # little haze on rain cells, and dehazing (or deraining) what is not there costs more than it
-    # gives (on eval-restore's synthetic frames and people.mp4 video frames: +0.26 / +0.32 dB).
+    # gives (eval-restore's classical row: 16.64 -> 16.87 dB; README).
     share = probs / np.maximum(probs.max(axis=-1, keepdims=True), 1e-6)
     sev = sev * np.clip(probs * 3.0, 0.0, 1.0) * np.clip(share, 0.0, 1.0)
     weights = {}
