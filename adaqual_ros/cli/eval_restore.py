@@ -199,6 +199,8 @@ def run(args):
     noise_seeds = [args.seed + k for k in range(args.noise_seeds)]
     # Deterministic rows (input, classical) once per frame; AdaQual rows once per noise seed.
     scores, per_seed, t0 = _Scores(), {s: _Scores() for s in noise_seeds}, time.time()
+    # The estimator's cells next to the synthesis' on this set: what the restorer is told.
+    cells = {'pq': [], 'tq': [], 'pt': [], 'tt': []}
     timing = {'adaqual_ms': []}
 
     def restore(x, qmap, seed, steps=args.steps, prompts=None):
@@ -212,6 +214,11 @@ def run(args):
     def evaluate(dataset, condition, lq_t, gt, gt_qmap=None, ablate=False):
         lq = _to_uint8(lq_t)
         qmap = estimator.estimate(lq)
+        if gt_qmap is not None and gt_qmap.scores.shape == qmap.scores.shape:
+            cells['pq'].append(qmap.scores.reshape(-1))
+            cells['tq'].append(gt_qmap.scores.reshape(-1))
+            cells['pt'].append(qmap.type_probs.reshape(-1, qmap.type_probs.shape[-1]))
+            cells['tt'].append(gt_qmap.type_probs.reshape(-1, gt_qmap.type_probs.shape[-1]))
         scores.add('input', dataset, condition, lq, gt)
         if classical_restore is not None:
             scores.add('classical', dataset, condition, classical_restore(lq, qmap), gt)
@@ -289,6 +296,7 @@ def run(args):
     report = {
         'results': results,
         'ablations': ablations,
+        'quality_map': _map_agreement(cells),
         'noise': _noise_spread(per_seed, ablate=not args.no_ablations),
         'settings': {'model': str(args.model or 'shipped'), 'estimator': est_name,
                      'steps': args.steps, 'seed': args.seed, 'noise_seeds': noise_seeds,
@@ -306,6 +314,17 @@ def run(args):
     print(_markdown(report))
     return 0
 
+
+
+def _map_agreement(cells):
+    """Estimated vs synthesised quality map on the synthetic frames (None without them)."""
+    from adaqual_ros.quality.evaluation import score_cells
+
+    if not cells['pq']:
+        return None
+    block = score_cells(*(np.concatenate(cells[k]) for k in ('pq', 'tq', 'pt', 'tt')))
+    return {'cells': block['cells'], 'spearman': block['spearman'], 'mae': block['mae'],
+            'type_strength': block['type_strength']}
 
 
 def _noise_spread(per_seed, ablate):
@@ -370,6 +389,15 @@ def _markdown(report):
         cost = report['ablations']['psnr_cost_db']
         lines += ['', 'PSNR cost vs full model (dB): ' + ', '.join(
             f'{k} {v:+.3f}' for k, v in cost.items())]
+    qm = report.get('quality_map')
+    if qm:
+        lines += ['', f'## Estimated vs synthesised quality map ({qm["cells"]} synthetic cells: '
+                  f'score Spearman {qm["spearman"]:.3f}, MAE {qm["mae"]:.3f})', '',
+                  '| type | mean strength, estimated | mean strength, synthesis | Pearson |',
+                  '|---|---|---|---|']
+        for name, v in qm['type_strength'].items():
+            lines.append(f'| {name} | {v["pred_mean"]:.3f} | {v["true_mean"]:.3f} | '
+                         f'{v["pearson"]:.3f} |')
     noise = report.get('noise', {})
     if len(noise.get('seeds', [])) > 1:
         lines += ['', f'## Start-noise spread ({len(noise["seeds"])} seeds: '

@@ -32,8 +32,8 @@ def _corr(pred, true):
             float(sstats.pearsonr(pred, true).statistic))
 
 
-def _score_block(pred_q, true_q, pred_t, true_t):
-    """Metrics of one pool of cells (1-D scores, (N, 4) types)."""
+def score_cells(pred_q, true_q, pred_t, true_t):
+    """Metrics of one pool of cells (1-D scores, (N, 4) types): eval-quality and eval-restore."""
     spearman, pearson = _corr(pred_q, true_q)
     degraded = true_q <= DEGRADED_MAX_QUALITY
     dominant = (float(np.mean(pred_t[degraded].argmax(1) == true_t[degraded].argmax(1)))
@@ -95,11 +95,11 @@ def evaluate_heldout(estimators, assets, n_images=None, seed=0, cell=64, layers=
     results = {}
     for est_name, pool in pools.items():
         pq, pt = np.concatenate(pool['pq']), np.concatenate(pool['pt'])
-        entry = _score_block(pq, tq, pt, tt)
+        entry = score_cells(pq, tq, pt, tt)
         entry['frames'] = frames
         entry['ms_per_frame'] = pool['ms'] / frames
         entry['per_condition'] = {
-            c: _score_block(pq[conds == c], tq[conds == c], pt[conds == c], tt[conds == c])
+            c: score_cells(pq[conds == c], tq[conds == c], pt[conds == c], tt[conds == c])
             for c in dict.fromkeys(conds)}
         results[est_name] = entry
     return results

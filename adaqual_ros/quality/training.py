@@ -59,6 +59,9 @@ class TrainConfig:
         extra_stride (`int`): videos in `extra_clean`: keep every N-th frame.
         extra_repeat (`int`): list each extra image N times (a few frames against hundreds of
             photos).
+        dim_haze (`float`): share of haze draws lit as at dusk or at night (dim, blue or sodium
+            orange airlight; weather.haze.dim_airlight): daylight haze alone teaches that dark
+            fog is a clean frame.
     """
 
     out: str = 'adaqual_ros/checkpoints/quality_learned'
@@ -85,13 +88,15 @@ class TrainConfig:
     extra_clean: str = ''
     extra_stride: int = 10
     extra_repeat: int = 1
+    dim_haze: float = 0.0
 
 
 class SyntheticQualityCrops(torch.utils.data.IterableDataset):
     """Endless stream of (image (3,c,c) float, q32, t32, q64, t64) from the weather synthesis."""
 
     def __init__(self, files, crop=192, clean_fraction=0.1, seed=0, layers_root=None,
-                 max_side=800, reuse=1, pool=256, camera_aug=0.0, mix_fraction=0.0):
+                 max_side=800, reuse=1, pool=256, camera_aug=0.0, mix_fraction=0.0,
+                 dim_haze=0.0):
         super().__init__()
         if crop % 64:
             raise ValueError(f'crop must be a multiple of 64, got {crop}')
@@ -107,6 +112,7 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
         self.pool = pool
         self.camera_aug = camera_aug
         self.mix_fraction = mix_fraction
+        self.dim_haze = dim_haze
 
     def __iter__(self):
         """
@@ -162,7 +168,8 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
                 condition = 'clean'
             else:
                 condition = degraded_conditions[int(rng.integers(len(degraded_conditions)))]
-            sample = synthesize(patch, condition, rng, cell=32, layers=layers)
+            sample = synthesize(patch, condition, rng, cell=32, layers=layers,
+                                dim_haze=self.dim_haze)
             if condition != 'clean' and rng.random() < self.mix_fraction:
                 sample = keep_clean_band(sample, rng)
             # Damage is one minus a cell-mean SSIM, so 64 px damage is the mean of its four
@@ -233,7 +240,7 @@ def train_learned(cfg, log=print):
     layers_root = cfg.assets if (Path(cfg.assets) / 'data' / 'weather_layers').is_dir() else None
     data = SyntheticQualityCrops(files, cfg.crop, cfg.clean_fraction, cfg.seed, layers_root,
                                  cfg.max_side, cfg.reuse, cfg.pool, cfg.camera_aug,
-                                 cfg.mix_fraction)
+                                 cfg.mix_fraction, cfg.dim_haze)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch, num_workers=cfg.workers,
                                          persistent_workers=cfg.workers > 0)
     if cfg.init:

@@ -11,7 +11,7 @@ depth) and a *particle* stream (streak and flake positions, sensor noise). The s
 gives the same haze in 'haze' and 'low_haze', and `WeatherStream` keeps the fields fixed over a
 video while rain and noise change every frame and snow falls.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import numbers
 
 import cv2
@@ -19,7 +19,13 @@ import numpy as np
 
 from adaqual_ros.quality.types import DEGRADATION_TYPES, SCORE_MAX, QualityMap, grid_shape
 from adaqual_ros.weather.fields import severity_field
-from adaqual_ros.weather.haze import HazeParams, haze, normalise_depth, synthetic_depth
+from adaqual_ros.weather.haze import (
+    HazeParams,
+    dim_airlight,
+    haze,
+    normalise_depth,
+    synthetic_depth,
+)
 from adaqual_ros.weather.layers import crop_mask
 from adaqual_ros.weather.lowlight import (
     LowLightParams,
@@ -133,7 +139,7 @@ def _mean_severities(severity, kinds, rng):
 class _TypeState:
     """Per-type field draws (severity field and model constants) for one frame size."""
 
-    def __init__(self, kind, mean, height, width, seed, variation, depth):
+    def __init__(self, kind, mean, height, width, seed, variation, depth, dim_haze=0.0):
         rng = np.random.default_rng(seed)
         self.field = severity_field(height, width, mean, rng, variation)
         self.use_mask = None
@@ -153,6 +159,9 @@ class _TypeState:
         self.mask_u = float(rng.random())
         self.mask_gain = float(rng.uniform(1.0, 1.4))
         self.mask_seed = int(rng.integers(0, 2 ** 63 - 1))
+        if kind == 'haze' and dim_haze > 0 and rng.random() < dim_haze:
+            # Drawn after everything else so that dim_haze=0 keeps every seeded set as it was.
+            self.params = replace(self.params, airlight=dim_airlight(rng))
 
 
 def _apply(image, kinds, states, particle_seeds, layers, chain=None, fall=0.0):
@@ -257,7 +266,7 @@ def _sample(clean, condition, kinds, states, particle_seeds, cell, layers, groun
 
 
 def synthesize(clean_rgb_uint8, condition, seed_or_rng=None, severity=None, cell=64,
-               layers=None, depth=None, variation=None, ground_truth=True):
+               layers=None, depth=None, variation=None, ground_truth=True, dim_haze=0.0):
     """
     Apply one weather condition to a clean frame.
 
@@ -276,6 +285,9 @@ def synthesize(clean_rgb_uint8, condition, seed_or_rng=None, severity=None, cell
             fields (0 = uniform); random per type when None.
         ground_truth (`bool`, defaults to True): compute the quality grid; False leaves
             ``quality`` and ``types`` None and saves about a third of the time (video players).
+        dim_haze (`float`, defaults to 0): probability that haze is lit as at dusk or at night
+            (a dim, possibly blue or orange airlight, `weather.haze.dim_airlight`) instead of
+            daylight; 0 leaves the draws, and so every seeded set, unchanged.
 
     Returns:
         `WeatherSample`.
@@ -288,7 +300,10 @@ def synthesize(clean_rgb_uint8, condition, seed_or_rng=None, severity=None, cell
     field_seeds, particle_seeds = _seeds(rng)
     means = _mean_severities(severity, kinds, rng)
     h, w = clean.shape[:2]
-    states = {kind: _TypeState(kind, means[kind], h, w, field_seeds[kind], variation, depth)
+    if not 0.0 <= float(dim_haze) <= 1.0:
+        raise ValueError(f'dim_haze must be in [0, 1], got {dim_haze}')
+    states = {kind: _TypeState(kind, means[kind], h, w, field_seeds[kind], variation, depth,
+                               float(dim_haze))
               for kind in kinds}
     return _sample(clean, condition, kinds, states, particle_seeds, int(cell), layers,
                    ground_truth)

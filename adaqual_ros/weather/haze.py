@@ -2,7 +2,8 @@
 Haze: atmospheric scattering ``I = J * t + A * (1 - t)`` with ``t = exp(-beta * depth)``.
 
 ``beta = beta_max * S`` follows the per-pixel severity field ``S`` (``beta_max`` in [2.5, 3.5]),
-``A`` is a bright, nearly grey airlight (0.7 to 0.95, slight random tint) and ``depth`` is
+``A`` is a bright, nearly grey airlight (0.7 to 0.95, slight random tint; `dim_airlight` draws the
+dusk and night fog of real cameras: 0.25 to 0.7, tinted blue or sodium orange) and ``depth`` is
 normalised to [0, 1] (1 = far). A depth map is used when given (larger value = farther, as in the
 OneRestore scene layers); otherwise a plausible synthetic depth is built: a ground plane that
 recedes from the bottom edge to a random horizon, everything above the horizon far, plus a smooth
@@ -40,6 +41,29 @@ class HazeParams:
         airlight = tuple(float(v) for v in np.clip(level + tint, 0.0, 1.0))
         return cls(float(rng.uniform(2.5, 3.5)), airlight, float(rng.uniform(0.25, 0.6)),
                    float(rng.uniform(0.15, 0.35)))
+
+
+# Tints of fog lit by something other than daylight: blue hour (dusk, before dawn) and sodium
+# street lights at night (unit directions in RGB, scaled by the drawn strength).
+_TINTS = {
+    'neutral': (0.0, 0.0, 0.0),
+    'blue': (-0.8, -0.1, 1.0),
+    'sodium': (1.0, 0.35, -0.9),
+}
+
+
+def dim_airlight(rng):
+    """
+    An airlight for fog at dusk or at night: level 0.25-0.7, neutral or tinted (blue hour,
+    sodium street light) by up to 0.15. Fog lit like this keeps the physics (contrast falls with
+    t) but looks nothing like the bright grey veil of daytime haze; an estimator that only saw
+    the latter reads dark fog as a clean frame.
+    """
+    level = float(rng.uniform(0.25, 0.7))
+    names = tuple(_TINTS)
+    tint = np.asarray(_TINTS[names[int(rng.integers(len(names)))]], dtype=np.float64)
+    tint = tint * float(rng.uniform(0.03, 0.15)) + rng.uniform(-0.02, 0.02, size=3)
+    return tuple(float(v) for v in np.clip(level + tint, 0.02, 1.0))
 
 
 def normalise_depth(depth, height, width):

@@ -212,6 +212,18 @@ def test_eval_restore_noise_seeds_repeat_the_adaqual_rows(assets, tmp_path):
         assert costs[name]['mean'] == pytest.approx(
             two['ablations']['psnr_cost_db'][name], abs=2e-3)
     assert '## Start-noise spread (2 seeds: 0, 1)' in (tmp_path / 'two' / 'restore.md').read_text()
+    # The estimator's map next to the synthesis' on the frame scored (--limit 1: the first),
+    # once, not once per seed; the truth side is the held-out set's own map.
+    from adaqual_ros.training.datasets import HeldoutSet
+    truth = HeldoutSet(two['settings']['heldout'])[0]
+    qm = two['quality_map']
+    assert qm == one['quality_map']
+    assert qm['cells'] == truth['quality'].numel()
+    for k, name in enumerate(('low_light', 'haze', 'rain', 'snow')):
+        entry = qm['type_strength'][name]
+        assert entry['true_mean'] == pytest.approx(float(truth['types'][..., k].mean()), abs=1e-5)
+        assert 0.0 <= entry['pred_mean'] <= 1.0
+    assert 'Estimated vs synthesised quality map' in (tmp_path / 'two' / 'restore.md').read_text()
 
 
 def test_eval_restore_on_frames_of_a_clean_video(assets, tmp_path, capsys):

@@ -18,6 +18,7 @@ from adaqual_ros.weather import (
     synthesize,
 )
 from adaqual_ros.weather.fields import cell_means, severity_field
+from adaqual_ros.weather.haze import dim_airlight
 
 VAL_IMAGE = 'data/clean/bsds500/val/101085.jpg'
 SINGLE = {'low_light': 'low', 'haze': 'haze', 'rain': 'rain', 'snow': 'snow'}
@@ -99,6 +100,33 @@ def test_same_seed_same_sample_other_seed_other_sample(small_image):
     g = np.random.default_rng(5)
     assert not np.array_equal(first, second)
     assert np.array_equal(first, synthesize(small_image, 'snow', g).degraded)
+
+
+def test_dim_haze_darkens_the_airlight_and_keeps_the_default_draws(small_image, val_image):
+    # dim_haze=0 is the default stream, draw for draw (seeded evaluation sets stay as they were).
+    plain = synthesize(small_image, 'haze_rain', 3)
+    zero = synthesize(small_image, 'haze_rain', 3, dim_haze=0.0)
+    assert np.array_equal(plain.degraded, zero.degraded)
+    assert np.array_equal(plain.quality, zero.quality)
+    # The same haze field lit by a dim airlight: the frame gets darker, the haze strength (1 - t)
+    # and the loss of contrast stay, so the quality is still below clean.
+    day = synthesize(val_image, 'haze', 8, severity=0.8, variation=0.0)
+    night = synthesize(val_image, 'haze', 8, severity=0.8, variation=0.0, dim_haze=1.0)
+    assert np.array_equal(day.strength['haze'], night.strength['haze'])
+    assert night.degraded.mean() < day.degraded.mean() - 20
+    assert night.quality.mean() < 4.0
+    with pytest.raises(ValueError, match='dim_haze'):
+        synthesize(small_image, 'haze', 0, dim_haze=1.5)
+
+
+def test_dim_airlight_range_and_tints():
+    rng = np.random.default_rng(0)
+    lights = np.array([dim_airlight(rng) for _ in range(300)])
+    assert lights.min() >= 0.02 and lights.max() <= 0.85
+    assert 0.3 < lights.mean() < 0.6
+    # Blue-hour and sodium tints both occur.
+    blue_minus_red = lights[:, 2] - lights[:, 0]
+    assert (blue_minus_red > 0.08).any() and (blue_minus_red < -0.08).any()
 
 
 def test_same_seed_shares_fields_across_conditions(small_image):
