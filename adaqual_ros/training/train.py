@@ -51,6 +51,9 @@ class TrainConfig:
             the crops is conditioned on that estimator's map of the degraded crop instead of the
             ground truth (the loss weights keep the ground truth), so the model learns to
             tolerate the estimator it meets at inference.
+        estimator_path (`str`, *optional*): weights folder of that estimator (default: the
+            shipped one); a restorer follows the quirks of the estimator it trained with, so
+            train it with the one it will run with.
         estimator_context (`int`): the weather is synthesised (and the estimator run) on a
             square this many crops wide, and the training crop is a cell-aligned part of it: the
             estimator then reads each crop with the context it has in a whole frame at inference
@@ -61,6 +64,8 @@ class TrainConfig:
             crop (weather/camera.py): real camera frames are softer than the training photos.
         init (`str`, *optional*): pipeline folder whose weights start the run (fine-tuning);
             its architecture replaces ``model_config``.
+        dim_haze (`float`): share of haze draws lit as at dusk or at night (dim, blue or sodium
+            orange airlight; weather.haze.dim_airlight).
     """
 
     out_dir: str = 'runs/adaqual_small'
@@ -89,8 +94,10 @@ class TrainConfig:
     quality_jitter: float = 0.25
     estimator: str = ''
     estimator_prob: float = 0.5
+    estimator_path: str = ''
     estimator_context: int = 1
     camera_aug: float = 0.3
+    dim_haze: float = 0.0
     init: str = ''
     seed: int = 0
     threads: int = 2
@@ -179,7 +186,7 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
 
     def __init__(self, files, crop, cell, seed, scale_min=0.5, clean_prob=0.06,
                  quality_jitter=0.25, layers=None, estimator='', estimator_prob=0.5,
-                 camera_aug=0.0, context=1):
+                 camera_aug=0.0, context=1, dim_haze=0.0, estimator_path=''):
         super().__init__()
         if crop % cell:
             raise ValueError(f'crop {crop} must be a multiple of cell {cell}')
@@ -191,13 +198,16 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         self.quality_jitter, self.layers = quality_jitter, layers
         self.estimator_name, self.estimator_prob = estimator, estimator_prob
         self.camera_aug = camera_aug
+        self.dim_haze = dim_haze
+        self.estimator_path = estimator_path or None
         self._estimator = None
         self._cache = {}
 
     def _estimate(self, degraded):
         if self._estimator is None:  # built lazily, inside the worker process
             from adaqual_ros.quality import build_estimator
-            self._estimator = build_estimator(self.estimator_name, cell=self.cell)
+            self._estimator = build_estimator(self.estimator_name, cell=self.cell,
+                                              path=self.estimator_path)
         with torch.no_grad():
             qmap = self._estimator.estimate(degraded)
         return qmap.scores.astype(np.float32), qmap.type_probs.astype(np.float32)
@@ -229,7 +239,8 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         clean = camera_look(clean, rng, self.camera_aug)
         cond = 'clean' if rng.random() < self.clean_prob else CONDITIONS[
             1 + int(rng.integers(len(CONDITIONS) - 1))]
-        s = synthesize(clean, cond, rng, cell=self.cell, layers=self.layers)
+        s = synthesize(clean, cond, rng, cell=self.cell, layers=self.layers,
+                       dim_haze=self.dim_haze)
         scores, types = s.quality.astype(np.float32), s.types.astype(np.float32)
         degraded = compression(s.degraded, rng, self.camera_aug * 0.8)
         q_in, t_in = scores, types
@@ -453,7 +464,8 @@ def train(cfg):
 
     data = SyntheticCrops(files, cfg.crop, cfg.cell, [cfg.seed, state['step']], cfg.scale_min,
                           cfg.clean_prob, cfg.quality_jitter, layers, cfg.estimator,
-                          cfg.estimator_prob, cfg.camera_aug, cfg.estimator_context)
+                          cfg.estimator_prob, cfg.camera_aug, cfg.estimator_context,
+                          cfg.dim_haze, cfg.estimator_path)
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch_size, collate_fn=_collate, num_workers=cfg.num_workers,
         worker_init_fn=_worker_init if cfg.num_workers else None,

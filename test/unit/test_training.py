@@ -108,6 +108,25 @@ def test_crops_cut_from_a_larger_synthesised_region(assets):
         SyntheticCrops(files, 64, 32, seed=0, context=0)
 
 
+def test_dim_haze_crops_darken_only_the_hazy_ones(assets):
+    # Same seed, same draws: only crops with haze differ, and they are darker (dusk/night fog).
+    files = list_images(['data/clean/bsds500/train'], assets)[:2]
+    day = SyntheticCrops(files, 64, 32, seed=0, clean_prob=0.0, camera_aug=0.0)
+    night = SyntheticCrops(files, 64, 32, seed=0, clean_prob=0.0, camera_aug=0.0, dim_haze=1.0)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    hazy = 0
+    for _ in range(12):
+        a, b = day.sample(rng_a), night.sample(rng_b)
+        assert a['condition'] == b['condition']
+        assert torch.equal(a['clean'], b['clean'])
+        if 'haze' in a['condition'].split('_'):
+            hazy += 1
+            assert b['degraded'].mean() < a['degraded'].mean()
+        else:
+            assert torch.equal(a['degraded'], b['degraded'])
+    assert hazy > 0
+
+
 def test_a_few_steps_lower_the_loss(real_batch):
     from adaqual_ros.pipelines import AdaQualPipeline
     from adaqual_ros.prompting.text_encoder import PromptEncoder
