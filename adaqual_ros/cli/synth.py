@@ -28,6 +28,9 @@ def add_arguments(parser):
     parser.add_argument('--variation', type=float, default=None,
                         help='spatial variation of severity in [0, 1] (default: random)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    parser.add_argument('--dim-haze', type=float, default=0.0,
+                        help='share of haze lit as at dusk or at night (dim, blue or sodium '
+                             'airlight), 0-1 (default 0: daylight haze)')
     parser.add_argument('--cell', type=int, default=64, help='quality grid cell in pixels')
     parser.add_argument('-o', '--output', default=None,
                         help='output file/folder (default: <input stem>_<condition> next to '
@@ -73,7 +76,7 @@ def _label(tile, text):
 
 
 def contact_sheet(image, seed=0, severity=None, tile_width=320, layers=None, variation=None,
-                  columns=4):
+                  columns=4, dim_haze=0.0):
     """
     All twelve conditions of one RGB image as one labelled RGB sheet (3 rows x 4 columns).
 
@@ -86,7 +89,7 @@ def contact_sheet(image, seed=0, severity=None, tile_width=320, layers=None, var
     tiles = []
     for condition in CONDITIONS:
         sample = synthesize(image, condition, seed, severity=severity, layers=layers,
-                            variation=variation)
+                            variation=variation, dim_haze=dim_haze)
         tile = cv2.resize(sample.degraded, size, interpolation=cv2.INTER_AREA)
         tile = np.ascontiguousarray(tile)
         _label(tile, f'{condition}  q={sample.quality.mean():.2f}')
@@ -120,6 +123,14 @@ def _run(args):
         print(f'adaqual synth: --severity must be in [0, 1], got {args.severity}',
               file=sys.stderr)
         return 2
+    if not 0.0 <= args.dim_haze <= 1.0:
+        print(f'adaqual synth: --dim-haze must be in [0, 1], got {args.dim_haze}',
+              file=sys.stderr)
+        return 2
+    if args.dim_haze and args.heldout:
+        # The held-out set is the fixed evaluation set: its haze stays daylight haze.
+        print('adaqual synth: --dim-haze does not apply to --heldout', file=sys.stderr)
+        return 2
     layers = None
     if args.layers:
         layers = load_layers(args.layers)
@@ -147,7 +158,7 @@ def _run(args):
         else:
             image = read_image(path)
         sheet = contact_sheet(image, args.seed, args.severity, args.tile_width, layers,
-                              args.variation)
+                              args.variation, dim_haze=args.dim_haze)
         _write(Path(args.grid).expanduser(), sheet)
         print(f'wrote {args.grid} ({sheet.shape[1]}x{sheet.shape[0]}, 12 conditions)')
         return 0
@@ -157,7 +168,7 @@ def _run(args):
     out = Path(args.output).expanduser() if args.output else _default_output(
         path, args.condition, is_dir, is_video)
     options = {'severity': args.severity, 'cell': args.cell, 'layers': layers,
-               'variation': args.variation}
+               'variation': args.variation, 'dim_haze': args.dim_haze}
     if is_dir:
         files = list_images(path)
         for i, file in enumerate(files):

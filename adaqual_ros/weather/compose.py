@@ -265,6 +265,13 @@ def _sample(clean, condition, kinds, states, particle_seeds, cell, layers, groun
     return WeatherSample(degraded, clean, condition, severity, quality, types, cell, strengths)
 
 
+def _check_dim_haze(value):
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f'dim_haze must be in [0, 1], got {value}')
+    return value
+
+
 def synthesize(clean_rgb_uint8, condition, seed_or_rng=None, severity=None, cell=64,
                layers=None, depth=None, variation=None, ground_truth=True, dim_haze=0.0):
     """
@@ -300,10 +307,9 @@ def synthesize(clean_rgb_uint8, condition, seed_or_rng=None, severity=None, cell
     field_seeds, particle_seeds = _seeds(rng)
     means = _mean_severities(severity, kinds, rng)
     h, w = clean.shape[:2]
-    if not 0.0 <= float(dim_haze) <= 1.0:
-        raise ValueError(f'dim_haze must be in [0, 1], got {dim_haze}')
+    dim_haze = _check_dim_haze(dim_haze)
     states = {kind: _TypeState(kind, means[kind], h, w, field_seeds[kind], variation, depth,
-                               float(dim_haze))
+                               dim_haze)
               for kind in kinds}
     return _sample(clean, condition, kinds, states, particle_seeds, int(cell), layers,
                    ground_truth)
@@ -318,7 +324,7 @@ class WeatherStream:
     Args:
         condition (`str`): one of CONDITIONS.
         seed (`int`): the stream's seed; frame ``i`` is reproducible from (seed, i).
-        severity, cell, layers, depth, variation, ground_truth: as in `synthesize`.
+        severity, cell, layers, depth, variation, ground_truth, dim_haze: as in `synthesize`.
 
     Example:
         >>> stream = WeatherStream('low_rain', seed=3, severity=0.6)
@@ -326,8 +332,9 @@ class WeatherStream:
     """
 
     def __init__(self, condition, seed=0, severity=None, cell=64, layers=None, depth=None,
-                 variation=None, ground_truth=True):
+                 variation=None, ground_truth=True, dim_haze=0.0):
         self.condition = condition
+        self.dim_haze = _check_dim_haze(dim_haze)
         self.kinds = check_condition(condition)
         self.seed = int(seed)
         self.severity = severity
@@ -351,7 +358,7 @@ class WeatherStream:
         if self._size != (h, w):
             self._states = {
                 kind: _TypeState(kind, self._means[kind], h, w, self._field_seeds[kind],
-                                 self.variation, self.depth)
+                                 self.variation, self.depth, self.dim_haze)
                 for kind in self.kinds}
             self._size = (h, w)
         index = self.frame_index if frame_index is None else int(frame_index)

@@ -119,6 +119,28 @@ def test_dim_haze_darkens_the_airlight_and_keeps_the_default_draws(small_image, 
         synthesize(small_image, 'haze', 0, dim_haze=1.5)
 
 
+def test_stream_and_cli_take_dim_haze(tmp_path, small_image, capsys):
+    day = WeatherStream('haze', seed=2, severity=0.7, variation=0.0)
+    night = WeatherStream('haze', seed=2, severity=0.7, variation=0.0, dim_haze=1.0)
+    for _ in range(2):  # the airlight is a stream constant: every frame darker
+        assert night.apply(small_image).degraded.mean() < day.apply(small_image).degraded.mean()
+    with pytest.raises(ValueError, match='dim_haze'):
+        WeatherStream('haze', dim_haze=-0.1)
+    src = tmp_path / 'in.png'
+    cv2.imwrite(str(src), cv2.cvtColor(small_image, cv2.COLOR_RGB2BGR))
+    outs = {}
+    for value in ('0', '1'):
+        outs[value] = tmp_path / f'out{value}.png'
+        assert _run_cli([str(src), '-c', 'haze', '--severity', '0.7', '--dim-haze', value,
+                         '-o', str(outs[value])]) == 0
+    assert cv2.imread(str(outs['1'])).mean() < cv2.imread(str(outs['0'])).mean()
+    capsys.readouterr()
+    assert _run_cli([str(src), '-c', 'haze', '--dim-haze', '2']) == 2
+    assert '--dim-haze must be in [0, 1]' in capsys.readouterr().err
+    assert _run_cli([str(tmp_path), '--heldout', str(tmp_path / 'h'), '--dim-haze', '0.5']) == 2
+    assert 'does not apply to --heldout' in capsys.readouterr().err
+
+
 def test_dim_airlight_range_and_tints():
     rng = np.random.default_rng(0)
     lights = np.array([dim_airlight(rng) for _ in range(300)])
