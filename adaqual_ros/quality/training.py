@@ -112,7 +112,8 @@ class SyntheticQualityCrops(torch.utils.data.IterableDataset):
         self.pool = pool
         self.camera_aug = camera_aug
         self.mix_fraction = mix_fraction
-        self.dim_haze = dim_haze
+        from adaqual_ros.weather.compose import check_dim_haze
+        self.dim_haze = check_dim_haze(dim_haze)  # here, not first inside a data worker
 
     def __iter__(self):
         """

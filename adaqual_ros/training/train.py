@@ -198,7 +198,8 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         self.quality_jitter, self.layers = quality_jitter, layers
         self.estimator_name, self.estimator_prob = estimator, estimator_prob
         self.camera_aug = camera_aug
-        self.dim_haze = dim_haze
+        from adaqual_ros.weather.compose import check_dim_haze
+        self.dim_haze = check_dim_haze(dim_haze)  # here, not first inside a data worker
         self.estimator_path = estimator_path or None
         self._estimator = None
         self._cache = {}

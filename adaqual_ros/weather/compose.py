@@ -265,7 +265,8 @@ def _sample(clean, condition, kinds, states, particle_seeds, cell, layers, groun
     return WeatherSample(degraded, clean, condition, severity, quality, types, cell, strengths)
 
 
-def _check_dim_haze(value):
+def check_dim_haze(value):
+    """`dim_haze` as a float in [0, 1], or ValueError (trainers check it before the workers)."""
     value = float(value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f'dim_haze must be in [0, 1], got {value}')
@@ -307,7 +308,7 @@ def synthesize(clean_rgb_uint8, condition, seed_or_rng=None, severity=None, cell
     field_seeds, particle_seeds = _seeds(rng)
     means = _mean_severities(severity, kinds, rng)
     h, w = clean.shape[:2]
-    dim_haze = _check_dim_haze(dim_haze)
+    dim_haze = check_dim_haze(dim_haze)
     states = {kind: _TypeState(kind, means[kind], h, w, field_seeds[kind], variation, depth,
                                dim_haze)
               for kind in kinds}
@@ -334,7 +335,7 @@ class WeatherStream:
     def __init__(self, condition, seed=0, severity=None, cell=64, layers=None, depth=None,
                  variation=None, ground_truth=True, dim_haze=0.0):
         self.condition = condition
-        self.dim_haze = _check_dim_haze(dim_haze)
+        self.dim_haze = check_dim_haze(dim_haze)
         self.kinds = check_condition(condition)
         self.seed = int(seed)
         self.severity = severity

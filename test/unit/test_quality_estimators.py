@@ -232,3 +232,5 @@ def test_extra_clean_sources_folders_and_videos(assets, tmp_path, val_image):
     data = SyntheticQualityCrops(images[1:3], crop=192, clean_fraction=0.0, seed=0, reuse=1)
     image, q32, t32, q64, t64 = next(iter(data))
     assert image.shape == (3, 192, 192) and q64.shape == (3, 3)
+    with pytest.raises(ValueError, match='dim_haze'):
+        SyntheticQualityCrops(images[1:3], dim_haze=-0.5)

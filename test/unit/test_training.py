@@ -125,6 +125,8 @@ def test_dim_haze_crops_darken_only_the_hazy_ones(assets):
         else:
             assert torch.equal(a['degraded'], b['degraded'])
     assert hazy > 0
+    with pytest.raises(ValueError, match='dim_haze'):
+        SyntheticCrops(files, 64, 32, seed=0, dim_haze=1.5)
 
 
 def test_a_few_steps_lower_the_loss(real_batch):
