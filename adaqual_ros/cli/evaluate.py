@@ -66,6 +66,9 @@ def add_arguments(parser):
         p.add_argument('--severity', type=float, default=None,
                        help='mean weather severity 0..1 (default: random per condition)')
         p.add_argument('--seed', type=int, default=0, help='weather seed')
+        p.add_argument('--dim-haze', type=float, default=0.0,
+                       help='share of haze lit as at dusk or at night (dim, blue or sodium '
+                            'airlight), 0-1 (default 0: daylight haze)')
         p.add_argument('--reference-conf', type=float, default=0.25,
                        help='clean-frame detections at or above this count as objects')
         p.add_argument('--stride', type=int, default=1, help='use every N-th frame')
@@ -286,7 +289,7 @@ def evaluate_labelled(evaluation, images, labels, limit=None):
 
 
 def evaluate_frames(evaluation, frames, conditions, severity, seed, ref_conf, width=0,
-                    total=None, labels=None):
+                    total=None, labels=None, dim_haze=0.0):
     """
     Score frames under synthetic weather against detections on the clean frames.
 
@@ -296,7 +299,8 @@ def evaluate_frames(evaluation, frames, conditions, severity, seed, ref_conf, wi
     from adaqual_ros.metrics.detection import load_yolo_labels
     from adaqual_ros.weather import WeatherStream
 
-    streams = {c: (WeatherStream(c, seed=seed, severity=severity) if c != 'clean' else None)
+    streams = {c: (WeatherStream(c, seed=seed, severity=severity, dim_haze=dim_haze)
+                   if c != 'clean' else None)
                for c in conditions}
     count = 0
     for position, (index, rgb) in enumerate(_tqdm(frames, total, 'frames')):
@@ -373,7 +377,8 @@ def run(args):
             count = evaluate_labelled(evaluation, args.images, args.labels, args.limit)
         else:
             conditions = _conditions(args.condition)
-            meta.update(condition=args.condition, severity=args.severity, seed=args.seed)
+            meta.update(condition=args.condition, severity=args.severity, seed=args.seed,
+                        dim_haze=args.dim_haze)
             labels = None
             if args.mode == 'video':
                 from adaqual_ros.io.video import FrameSource
@@ -398,7 +403,8 @@ def run(args):
                                  f'detections on the clean frames (conf >= '
                                  f'{args.reference_conf})')
             count = evaluate_frames(evaluation, frames, conditions, args.severity, args.seed,
-                                    args.reference_conf, args.width, total, labels)
+                                    args.reference_conf, args.width, total, labels,
+                                    args.dim_haze)
     except (ValueError, FileNotFoundError) as exc:
         print(f'adaqual evaluate: {exc}', file=sys.stderr)
         return 2

@@ -579,6 +579,9 @@ PLAYER_PARAMS = (
     ParamSpec('condition', 'clean', 'Synthetic weather applied to every frame', _CONDITIONS),
     ParamSpec('severity', 0.6, 'Mean severity of the synthetic weather (0..1)', (0.0, 1.0)),
     ParamSpec('seed', 0, 'Seed of the synthetic weather', (0, 2**31 - 1)),
+    ParamSpec('dim_haze', 0.0,
+              'Probability that the haze is lit as at dusk or at night (dim, blue or sodium '
+              'airlight) instead of daylight', (0.0, 1.0)),
     ParamSpec('publish_clean', True,
               'With weather on, also publish the clean frame on clean/image_raw (same stamp)'),
     ParamSpec('output.reliability', 'reliable', 'Reliability of the published topics',

@@ -4,11 +4,11 @@ The camera player: a video file, an image folder or a ROS 2 MCAP bag as a live c
 Topics (relative names):
 
 - out `image_raw` (sensor_msgs/Image, `encoding` rgb8/bgr8) and `camera_info` (same header);
-  with synthetic weather (`condition` != clean, `severity`, `seed`) the degraded frame goes on
-  `image_raw` and, with `publish_clean`, the clean one on `clean/image_raw` with the SAME stamp,
-  so detections on both can be paired; `frame_info` (std_msgs/String JSON: stamp_ns, index,
-  file name, condition) for label lookup. A last `frame_info` with "end": true marks the end of
-  a non-looping source.
+  with synthetic weather (`condition` != clean, `severity`, `seed`, `dim_haze`) the degraded
+  frame goes on `image_raw` and, with `publish_clean`, the clean one on `clean/image_raw` with
+  the SAME stamp, so detections on both can be paired; `frame_info` (std_msgs/String JSON:
+  stamp_ns, index, file name, condition) for label lookup. A last `frame_info` with "end": true
+  marks the end of a non-looping source.
 
 Like image_publisher's `publish_rate`, frames are published on a timer; a source that ends
 rewinds when `loop` is true. Stamps come from the node clock (sim time works).
@@ -90,7 +90,7 @@ class PlayerNode(Node):
         if 'publish_rate' in changed:
             self.destroy_timer(self._timer)
             self._timer = self.create_timer(1.0 / changed['publish_rate'], self._tick)
-        if {'condition', 'severity', 'seed'} & set(changed):
+        if {'condition', 'severity', 'seed', 'dim_haze'} & set(changed):
             self._weather = None
         if {'source', 'bag_topic'} & set(changed):
             # Setting the source (even to the same value) starts a new pass from its beginning.
@@ -124,7 +124,8 @@ class PlayerNode(Node):
             from adaqual_ros.weather import WeatherStream
 
             self._weather = WeatherStream(condition, seed=self.params['seed'],
-                                          severity=self.params['severity'])
+                                          severity=self.params['severity'],
+                                          dim_haze=self.params['dim_haze'])
         return self._weather.apply(rgb, frame_index=index).degraded
 
     def _tick(self):

@@ -201,6 +201,14 @@ def test_evaluate_video_and_bag_against_clean_frames(asset, tmp_path):
     assert haze['operating_point']['recall'] < 1.0  # heavy haze loses objects
     assert set(doc['recall_recovered']) == {'pooled', 'haze', 'clean'}
     assert not (tmp_path / 'v' / 'frames.png').exists()  # --no-plots: no pictures at all
+    # Dusk/night fog: the same frames and haze field under a dim airlight; bad values exit 2.
+    assert adaqual(['evaluate', 'video', '--video', str(video), '--condition', 'haze',
+                    '--limit', '2', '--stride', '50', '--dim-haze', '1',
+                    '--out', str(tmp_path / 'd')] + common) == 0
+    assert json.loads((tmp_path / 'd' / 'report.json').read_text())['meta']['dim_haze'] == 1.0
+    assert adaqual(['evaluate', 'video', '--video', str(video), '--condition', 'haze',
+                    '--limit', '1', '--dim-haze', '2', '--out', str(tmp_path / 'e')]
+                   + common) == 2
 
     bag = tmp_path / 'cam.mcap'
     with BagWriter(bag) as writer:
