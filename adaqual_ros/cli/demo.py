@@ -40,6 +40,9 @@ def add_arguments(parser):
                         help='comma-separated weather conditions (default %(default)s)')
     parser.add_argument('--severity', type=float, default=0.6,
                         help='mean weather severity 0..1 (default 0.6)')
+    parser.add_argument('--dim-haze', type=float, default=0.0,
+                        help='probability that the haze is dusk or night fog (dim, blue or '
+                             'sodium airlight), 0..1 (default 0: daylight)')
     parser.add_argument('--backend', default=None, choices=('adaqual', 'classical'),
                         help='restoration backend (default adaqual when its checkpoint loads, '
                              'else classical)')
@@ -130,6 +133,8 @@ def run(args):
         conditions = demo_stream.parse_conditions(args.conditions)
         if not 0.0 <= args.severity <= 1.0:
             raise ValueError(f'--severity must be in [0, 1], got {args.severity}')
+        if not 0.0 <= args.dim_haze <= 1.0:
+            raise ValueError(f'--dim-haze must be in [0, 1], got {args.dim_haze}')
         if args.rate is not None and not 0.1 <= args.rate <= 240.0:
             raise ValueError(f'--rate must be in [0.1, 240] Hz, got {args.rate}')
         node_params = parse_restoration_params(args.restoration_params)
@@ -185,8 +190,8 @@ def run(args):
          + f'; conditions {", ".join(conditions)} (severity {args.severity:g})')
     config = demo_graph.GraphConfig(
         out_dir=out, stream_folder=stream.folder, frames=stream.frames, conditions=conditions,
-        severity=args.severity, rate_hz=rate, backend=backend, detector=detector,
-        seed=args.seed, strip_index=stream.frames // 2, pace=args.rate is None,
+        severity=args.severity, dim_haze=args.dim_haze, rate_hz=rate, backend=backend,
+        detector=detector, seed=args.seed, strip_index=stream.frames // 2, pace=args.rate is None,
         extra_restoration_params=node_params)
     recorder = DemoRecorder(strip_index=config.strip_index, detection=detector is not None)
     progress, bar = _progress(recorder, stream.frames, conditions)
@@ -220,6 +225,7 @@ def run(args):
             'stream': f'{stream.frames} frames {stream.size[1]}x{stream.size[0]} from '
                       f'{stream.source}',
             'conditions': ', '.join(conditions), 'severity': args.severity,
+            'dim_haze': args.dim_haze,
             'player_rate': f'{rate:g} Hz' + (' at most, paced to the graph (see graph.'
                                                'player_rate_hz)' if args.rate is None else ''),
             'backend_requested': backend,

@@ -51,6 +51,7 @@ class GraphConfig:
         frames (`int`): frames in the stream (one pass per condition).
         conditions (`tuple[str]`): weather conditions, played in order.
         severity (`float`): mean weather severity 0..1.
+        dim_haze (`float`): probability that haze is dusk or night fog (player `dim_haze`).
         rate_hz (`float`): player rate (the highest, with `pace`).
         pace (`bool`): adapt the player rate to the graph's measured compute times.
         backend (`str`): restoration backend ('adaqual' falls back to classical in the node).
@@ -67,6 +68,7 @@ class GraphConfig:
     frames: int
     conditions: tuple
     severity: float = 0.6
+    dim_haze: float = 0.0
     rate_hz: float = 2.0
     pace: bool = False
     backend: str = 'classical'
@@ -421,6 +423,7 @@ def start_graph(config, children, conductor):
         'adaqual_ros.ros.player_node', PLAYER, ns,
         {'source': str(config.stream_folder), 'publish_rate': _START_RATE_HZ,
          'condition': config.conditions[0], 'severity': float(config.severity),
+         'dim_haze': float(config.dim_haze),
          'seed': int(config.seed), 'loop': False, 'publish_clean': True}))
     _wait(lambda: PLAYER in conductor.node_endpoints('frame_info', 'pub'), 60.0, children,
           'the player to start', conductor)

@@ -33,4 +33,6 @@ def test_demo_refuses_bad_parameters_before_starting_anything(tmp_path, capsys):
     # a folder that exists but holds no checkpoint: an error, not a silent classical fallback
     assert main(['demo', '--out', str(out), '--set', f'model_path={tmp_path}']) == 2
     assert 'no AdaQual checkpoint at' in capsys.readouterr().err
+    assert main(['demo', '--out', str(out), '--dim-haze', '1.5']) == 2
+    assert '--dim-haze must be in [0, 1]' in capsys.readouterr().err
     assert not Path(out).exists()
