@@ -66,6 +66,9 @@ class TrainConfig:
             its architecture replaces ``model_config``.
         dim_haze (`float`): share of haze draws lit as at dusk or at night (dim, blue or sodium
             orange airlight; weather.haze.dim_airlight).
+        score_shift (`float`): std of one offset added to all of a crop's input scores (any
+            source); estimators differ by a frame-wide score level, and a restorer trained on
+            one level loses dB on another.
     """
 
     out_dir: str = 'runs/adaqual_small'
@@ -98,6 +101,7 @@ class TrainConfig:
     estimator_context: int = 1
     camera_aug: float = 0.3
     dim_haze: float = 0.0
+    score_shift: float = 0.0
     init: str = ''
     seed: int = 0
     threads: int = 2
@@ -186,7 +190,7 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
 
     def __init__(self, files, crop, cell, seed, scale_min=0.5, clean_prob=0.06,
                  quality_jitter=0.25, layers=None, estimator='', estimator_prob=0.5,
-                 camera_aug=0.0, context=1, dim_haze=0.0, estimator_path=''):
+                 camera_aug=0.0, context=1, dim_haze=0.0, estimator_path='', score_shift=0.0):
         super().__init__()
         if crop % cell:
             raise ValueError(f'crop {crop} must be a multiple of cell {cell}')
@@ -201,6 +205,9 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         from adaqual_ros.weather.compose import check_dim_haze
         self.dim_haze = check_dim_haze(dim_haze)  # here, not first inside a data worker
         self.estimator_path = estimator_path or None
+        if score_shift < 0:
+            raise ValueError(f'score_shift must be >= 0, got {score_shift}')
+        self.score_shift = float(score_shift)
         self._estimator = None
         self._cache = {}
 
@@ -253,6 +260,8 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         elif self.quality_jitter > 0 and rng.random() < 0.5:
             q_in = np.clip(scores + rng.normal(0, self.quality_jitter, scores.shape), 1, 5)
             t_in = np.clip(types + rng.normal(0, self.quality_jitter * 0.4, types.shape), 0, 1)
+        if self.score_shift > 0:
+            q_in = np.clip(q_in + rng.normal(0.0, self.score_shift), 1, 5).astype(np.float32)
         clean = s.clean
         if self.context > 1:  # the training crop: whole cells of the region
             n = self.crop // self.cell
@@ -466,7 +475,7 @@ def train(cfg):
     data = SyntheticCrops(files, cfg.crop, cfg.cell, [cfg.seed, state['step']], cfg.scale_min,
                           cfg.clean_prob, cfg.quality_jitter, layers, cfg.estimator,
                           cfg.estimator_prob, cfg.camera_aug, cfg.estimator_context,
-                          cfg.dim_haze, cfg.estimator_path)
+                          cfg.dim_haze, cfg.estimator_path, cfg.score_shift)
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch_size, collate_fn=_collate, num_workers=cfg.num_workers,
         worker_init_fn=_worker_init if cfg.num_workers else None,

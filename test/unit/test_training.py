@@ -129,6 +129,25 @@ def test_dim_haze_crops_darken_only_the_hazy_ones(assets):
         SyntheticCrops(files, 64, 32, seed=0, dim_haze=1.5)
 
 
+def test_score_shift_moves_all_input_scores_of_a_crop_together(assets):
+    files = list_images(['data/clean/bsds500/train'], assets)[:2]
+    data = SyntheticCrops(files, 128, 32, seed=0, clean_prob=0.0, quality_jitter=0.0,
+                          score_shift=0.5)
+    rng = np.random.default_rng(4)
+    shifts = []
+    for _ in range(6):
+        item = data.sample(rng)
+        q_in = item['quality'][0] * 2 + 3
+        inside = (q_in > 1.001) & (q_in < 4.999)  # not clipped to the score range
+        diff = (q_in - item['scores'])[inside]
+        if diff.numel():
+            assert torch.allclose(diff, diff[0].expand_as(diff), atol=1e-4)
+            shifts.append(float(diff[0]))
+    assert len(shifts) >= 3 and max(abs(v) for v in shifts) > 0.05
+    with pytest.raises(ValueError, match='score_shift'):
+        SyntheticCrops(files, 128, 32, seed=0, score_shift=-1)
+
+
 def test_a_few_steps_lower_the_loss(real_batch):
     from adaqual_ros.pipelines import AdaQualPipeline
     from adaqual_ros.prompting.text_encoder import PromptEncoder
