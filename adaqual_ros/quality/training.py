@@ -240,8 +240,9 @@ def train_learned(cfg, log=print):
                                     cfg.extra_repeat, cfg.max_side)
     layers_root = cfg.assets if (Path(cfg.assets) / 'data' / 'weather_layers').is_dir() else None
     data = SyntheticQualityCrops(files, cfg.crop, cfg.clean_fraction, cfg.seed, layers_root,
-                                 cfg.max_side, cfg.reuse, cfg.pool, cfg.camera_aug,
-                                 cfg.mix_fraction, cfg.dim_haze)
+                                 max_side=cfg.max_side, reuse=cfg.reuse, pool=cfg.pool,
+                                 camera_aug=cfg.camera_aug, mix_fraction=cfg.mix_fraction,
+                                 dim_haze=cfg.dim_haze)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch, num_workers=cfg.workers,
                                          persistent_workers=cfg.workers > 0)
     if cfg.init:

@@ -472,10 +472,13 @@ def train(cfg):
         state.update(json.loads((ckpt / 'trainer_state.json').read_text()))
     ema.to(accelerator.device)
 
-    data = SyntheticCrops(files, cfg.crop, cfg.cell, [cfg.seed, state['step']], cfg.scale_min,
-                          cfg.clean_prob, cfg.quality_jitter, layers, cfg.estimator,
-                          cfg.estimator_prob, cfg.camera_aug, cfg.estimator_context,
-                          cfg.dim_haze, cfg.estimator_path, cfg.score_shift)
+    data = SyntheticCrops(files, cfg.crop, cfg.cell, [cfg.seed, state['step']],
+                          scale_min=cfg.scale_min, clean_prob=cfg.clean_prob,
+                          quality_jitter=cfg.quality_jitter, layers=layers,
+                          estimator=cfg.estimator, estimator_prob=cfg.estimator_prob,
+                          camera_aug=cfg.camera_aug, context=cfg.estimator_context,
+                          dim_haze=cfg.dim_haze, estimator_path=cfg.estimator_path,
+                          score_shift=cfg.score_shift)
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch_size, collate_fn=_collate, num_workers=cfg.num_workers,
         worker_init_fn=_worker_init if cfg.num_workers else None,
