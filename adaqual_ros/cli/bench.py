@@ -45,6 +45,9 @@ def add_arguments(parser):
     parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('--no-half', action='store_true', help='float32 on CUDA too')
     parser.add_argument('--compile', action='store_true', help='torch.compile the denoiser')
+    parser.add_argument('--compile-mode', default='default',
+                        help="torch.compile mode with --compile: 'default', 'reduce-overhead' "
+                             "(CUDA graphs) or 'max-autotune-no-cudagraphs'")
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
     parser.add_argument('--model-path', default='', help='pipeline folder (default: shipped)')
     parser.add_argument('--model-config', default='',
@@ -300,6 +303,7 @@ def _base_settings(args):
     from adaqual_ros.runtime import RestorerSettings
 
     changes = {'device': args.device, 'half': not args.no_half, 'compile': args.compile,
+               'compile_mode': args.compile_mode,
                'threads': args.threads, 'model_path': args.model_path, 'steps': args.steps,
                'quality_backend': args.quality_backend,
                'quality_model_path': args.quality_model_path,
@@ -353,8 +357,14 @@ def run(args):
     out_dir.mkdir(parents=True, exist_ok=True)
     from adaqual_ros.runtime.device import configure_threads
 
+    from adaqual_ros.runtime.restorer import validate_settings
+
     configure_threads(args.threads)
-    base = _base_settings(args)
+    try:
+        base = validate_settings(_base_settings(args))
+    except ValueError as exc:
+        print(f'adaqual bench: {exc}', file=sys.stderr)
+        return 2
     pipeline, model_desc = _pipeline(args)
     sources, source_desc = load_source_frames(args.frames + args.warmup + 1, args.assets)
     report = {

@@ -119,6 +119,25 @@ def cell_index(size, factor, cell, grid, device=None):
     return torch.clamp(pos // cell, max=grid - 1)
 
 
+def attend(q, k, v, mask, pad_to=1):
+    """
+    Scaled dot-product attention with the head size zero-padded to a multiple of ``pad_to``.
+
+    The padding changes nothing (zero query/key columns add nothing to the scores, zero value
+    columns are cut off; the scale stays that of the real head size), but CUDA's fused kernels
+    need head sizes that divide by 8: the paper config's 42 / 6 = 7 fell back to the math
+    kernel, which writes out every attention matrix.
+    """
+    d = q.shape[-1]
+    extra = -d % pad_to
+    if not extra:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    pad = (0, extra)
+    out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad),
+                                         attn_mask=mask, scale=d ** -0.5)
+    return out[..., :d]
+
+
 class RegionCrossAttention(nn.Module):
     """
     Cross-attention where each position sees the global tokens plus its own region's tokens.
@@ -179,7 +198,7 @@ class RegionCrossAttention(nn.Module):
         v = self.to_v(ctx).view(b * g, lt, nh, d).transpose(1, 2)
         mask = torch.cat([global_mask[:, None].expand(-1, g, -1), local_mask], dim=2)
         mask = mask.reshape(b * g, 1, 1, lt).to(torch.bool)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = attend(q, k, v, mask, pad_to=8 if q.is_cuda else 1)
         out = out.view(b, gh, gw, nh, cl, cl, d).permute(0, 3, 6, 1, 4, 2, 5)
         out = out.reshape(b, c, hc, wc)[:, :, :h, :w]
         return x + self.proj_out(out)

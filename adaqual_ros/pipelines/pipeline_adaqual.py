@@ -232,6 +232,9 @@ class AdaQualPipeline(DiffusionPipeline):
         # 5. DDIM over the residual; the degraded frame is conditioning only
         self.scheduler.set_timesteps(int(num_inference_steps), device=device)
         for t in self.scheduler.timesteps:
+            # A network compiled with CUDA graphs (compile_mode 'reduce-overhead') replays into
+            # the same output buffers: mark each call as a new step (a no-op otherwise).
+            torch.compiler.cudagraph_mark_step_begin()
             r0 = self.unet(x, t, x0, **cond).sample
             x = self.scheduler.step(r0, t, x, eta=0.0).prev_sample
         # 6. residual + input

@@ -182,6 +182,9 @@ RESTORATION_PARAMS = (
     ParamSpec('compile', _DEFAULTS.compile,
               'torch.compile the network (first frame of each size compiles for minutes; '
               'frames with damage then run whole, one shape per camera)'),
+    ParamSpec('compile_mode', _DEFAULTS.compile_mode,
+              'torch.compile mode when compile is on; reduce-overhead adds CUDA graphs (no '
+              'per-kernel launch cost on a GPU; more GPU memory)', _settings.COMPILE_MODES),
     ParamSpec('steps', _DEFAULTS.steps, 'DDIM sampling steps (network evaluations per tile)',
               (1, 50)),
     ParamSpec('skip_threshold', _DEFAULTS.skip_threshold,
@@ -268,7 +271,8 @@ def settings_from_params(values, base=None):
         max_age_s=get('cache.max_age_s', base.cache.max_age_s),
         scene_threshold=get('cache.scene_threshold', base.cache.scene_threshold))
     changes = {key: get(key, getattr(base, key)) for key in (
-        'backend', 'model_path', 'device', 'half', 'compile', 'steps', 'skip_threshold',
+        'backend', 'model_path', 'device', 'half', 'compile', 'compile_mode', 'steps',
+        'skip_threshold',
         'tile_size',
         'quality_backend', 'quality_model_path', 'threads', 'on_error',
         'fallback_to_classical', 'seed')}

@@ -172,7 +172,7 @@ class AdaQualBackend(RestorationBackend):
         from adaqual_ros import pipelines
 
         self.plan = plan_device(settings.device, settings.half, settings.channels_last,
-                                settings.compile)
+                                settings.compile, settings.compile_mode)
         self.device = self.plan.device
         if pipeline is None:
             path = settings.model_path or pipelines.default_pipeline_path()
@@ -187,9 +187,12 @@ class AdaQualBackend(RestorationBackend):
         if self.plan.channels_last:
             unet.to(memory_format=torch.channels_last)
         unet.eval()
+        # An encoder left in training mode (a freshly built pipeline) would bypass the prompt
+        # cache and re-encode every prompt, with autograd, on every frame.
+        self.pipeline.text_encoder.eval()
         self._compiled_once = False
         # True while the network is compiled (False when compiling was refused or failed).
-        self.compiled = bool(self.plan.compile) and compile_module(unet)
+        self.compiled = bool(self.plan.compile) and compile_module(unet, self.plan.compile_mode)
         self.cell = int(self.pipeline.config.cell)
         # The pipeline's scheduler holds per-call state: one frame at a time per backend.
         self._lock = threading.Lock()

@@ -20,12 +20,14 @@ class DevicePlan:
         dtype (`torch.dtype`): float16 on CUDA when half was asked for, float32 otherwise.
         channels_last (`bool`): use the channels_last memory format (faster convolutions).
         compile (`bool`): wrap modules in torch.compile.
+        compile_mode (`str`): torch.compile's mode (settings.COMPILE_MODES).
     """
 
     device: torch.device
     dtype: torch.dtype
     channels_last: bool
     compile: bool
+    compile_mode: str = 'default'
 
     @property
     def is_cuda(self):
@@ -84,21 +86,22 @@ def configure_threads(threads):
     return torch.get_num_threads()
 
 
-def plan_device(device='auto', half=True, channels_last=True, compile=False):
+def plan_device(device='auto', half=True, channels_last=True, compile=False,
+                compile_mode='default'):
     """Resolve the device and the precision/memory format for it (fp16 only on CUDA)."""
     resolved = resolve_device(device)
     dtype = torch.float16 if (half and resolved.type == 'cuda') else torch.float32
-    return DevicePlan(resolved, dtype, bool(channels_last), bool(compile))
+    return DevicePlan(resolved, dtype, bool(channels_last), bool(compile), str(compile_mode))
 
 
-def compile_module(module):
+def compile_module(module, mode='default'):
     """
     Compile a torch module in place (nn.Module.compile), so whoever holds it keeps it.
 
     A backend that cannot compile warns and leaves the module eager. Returns True when compiled.
     """
     try:
-        module.compile()
+        module.compile(mode=mode)
     except Exception as exc:  # noqa: BLE001 - any compiler failure leaves the eager module
         warnings.warn(f'torch.compile failed ({exc}); running eagerly', RuntimeWarning,
                       stacklevel=2)

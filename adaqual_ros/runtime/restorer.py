@@ -31,6 +31,7 @@ from adaqual_ros.runtime.faults import is_out_of_memory
 from adaqual_ros.runtime.settings import (
     AUTO_TILE,
     BACKENDS,
+    COMPILE_MODES,
     QUALITY_BACKENDS,
     CacheSettings,
     RestorerSettings,
@@ -46,8 +47,8 @@ DTYPES = (np.uint8, np.uint16, np.float32)
 STAGES = ('convert', 'quality', 'prompts', 'model', 'blend', 'total')
 MIN_OOM_TILE = 128  # px: the out-of-memory retries halve tiles down to this (rounded to the cell)
 # Settings that make the backend object (a change builds a new one).
-_BACKEND_SETTINGS = ('backend', 'model_path', 'device', 'half', 'compile', 'channels_last',
-                     'fallback_to_classical')
+_BACKEND_SETTINGS = ('backend', 'model_path', 'device', 'half', 'compile', 'compile_mode',
+                     'channels_last', 'fallback_to_classical')
 # Settings whose change needs a new backend or estimator (built off the caller's thread).
 _HEAVY = _BACKEND_SETTINGS + ('quality_backend', 'quality_model_path')
 _LIGHT = tuple(f.name for f in fields(RestorerSettings) if f.name not in _HEAVY)
@@ -176,6 +177,9 @@ def validate_settings(settings):
     if settings.quality_backend not in QUALITY_BACKENDS:
         raise ValueError(f'unknown quality backend {settings.quality_backend!r}; valid names: '
                          f'{list(QUALITY_BACKENDS)}')
+    if settings.compile_mode not in COMPILE_MODES:
+        raise ValueError(f'unknown compile_mode {settings.compile_mode!r}; valid: '
+                         f'{list(COMPILE_MODES)}')
     if not 1.0 <= settings.skip_threshold <= 5.01:
         raise ValueError(f'skip_threshold must be in [1, 5.01], got {settings.skip_threshold}')
     if settings.tile_size < AUTO_TILE:

@@ -5,6 +5,9 @@ BACKENDS = ('adaqual', 'classical', 'passthrough')
 QUALITY_BACKENDS = ('learned', 'classical', 'deqa')
 DEVICES = ('auto', 'cpu', 'cuda')
 ON_ERROR = ('passthrough', 'drop')
+# torch.compile modes; 'reduce-overhead' adds CUDA graphs (one replay per network call: no
+# per-kernel launch cost, the bound of a whole-frame window on a GPU).
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune-no-cudagraphs')
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class RestorerSettings:
         cache (`CacheSettings`): quality-map cache settings.
         threads (`int`): CPU threads for torch (0 = leave torch's default).
         compile (`bool`): wrap the model in torch.compile.
+        compile_mode (`str`): one of COMPILE_MODES (torch.compile's mode); read when compile is on.
         on_error (`str`): 'passthrough' publishes the input, 'drop' publishes nothing.
         fallback_to_classical (`bool`): use the classical backend when the model cannot load.
         seed (`int`): base seed of each stream's start noise.
@@ -75,6 +79,7 @@ class RestorerSettings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     threads: int = 0
     compile: bool = False
+    compile_mode: str = 'default'
     on_error: str = 'passthrough'
     fallback_to_classical: bool = True
     seed: int = 0

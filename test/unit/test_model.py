@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from adaqual_ros.models import AdaQualUNet, build_model
-from adaqual_ros.models.blocks import CondNAFBlock, LayerNorm2d, RegionCrossAttention
+from adaqual_ros.models.blocks import CondNAFBlock, LayerNorm2d, RegionCrossAttention, attend
 
 PAPER_PARAMS = 61.12e6
 
@@ -176,6 +176,19 @@ def test_region_attention_matches_naive_per_position():
                     ref[bi, :, i, j] = torch.cat(heads)
         ref = x + attn.proj_out(ref)
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_attention_with_the_head_size_padded_is_unchanged():
+    # The CUDA path pads head sizes to a multiple of 8 (fused kernels); same numbers on any device.
+    torch.manual_seed(0)
+    q, k, v = torch.randn(5, 3, 16, 7), torch.randn(5, 3, 10, 7), torch.randn(5, 3, 10, 7)
+    mask = torch.rand(5, 1, 1, 10) > 0.4
+    mask[..., 0] = True
+    plain = attend(q, k, v, mask)
+    padded = attend(q, k, v, mask, pad_to=8)
+    assert padded.shape == plain.shape
+    assert torch.allclose(padded, plain, atol=1e-6)
+    assert not torch.allclose(attend(q, k, v * 2, mask, pad_to=8), plain)
 
 
 def test_region_attention_is_local_to_its_cell():

@@ -307,6 +307,8 @@ def test_build_backend_by_name_and_unknown_names(pipe):
         build_backend('magic')
     with pytest.raises(ValueError, match='unknown backend'):
         Restorer(settings(backend='magic'))
+    with pytest.raises(ValueError, match="unknown compile_mode 'fastest'"):
+        Restorer(settings(backend='classical', compile_mode='fastest'))
 
 
 def test_backend_failure_raises_restoration_error(pipe):
@@ -417,10 +419,28 @@ def _half_degraded(h=128, w=192):
     return haze(scene(h, w)), qmap_for(h, w, degraded)
 
 
-@pytest.mark.skipif(shutil.which('g++') is None, reason='torch.compile on the CPU needs g++')
-def test_compiled_network_sees_whole_frames_and_clean_cells_stay_untouched():
+def test_a_freshly_built_pipeline_runs_in_eval_mode_and_reuses_prompt_embeddings():
+    # A pipeline left in training mode re-encoded every prompt with autograd on every frame
+    # (the untrained configs `adaqual bench --model-config` times).
+    pipe = random_pipeline(5)
+    assert pipe.text_encoder.training
+    restorer = Restorer(settings(backend='adaqual'), pipeline=pipe)
     frame, qmap = _half_degraded()
-    restorer = Restorer(settings(backend='adaqual', compile=True), pipeline=random_pipeline(3))
+    restorer.restore(frame, quality_map=qmap)
+    misses = pipe.prompt_encoder.stats()['misses']
+    assert misses > 0
+    restorer.restore(frame, quality_map=qmap)
+    assert pipe.prompt_encoder.stats()['misses'] == misses
+    assert pipe.prompt_encoder.stats()['hits'] > 0
+    assert not pipe.text_encoder.training and not pipe.unet.training
+
+
+@pytest.mark.skipif(shutil.which('g++') is None, reason='torch.compile on the CPU needs g++')
+@pytest.mark.parametrize('mode', ['default', 'reduce-overhead'])
+def test_compiled_network_sees_whole_frames_and_clean_cells_stay_untouched(mode):
+    frame, qmap = _half_degraded()
+    restorer = Restorer(settings(backend='adaqual', compile=True, compile_mode=mode),
+                        pipeline=random_pipeline(3))
     for _ in range(2):  # one shape per camera: the second frame reuses the compiled graph
         result = restorer.restore(frame, quality_map=qmap)
         assert result.windows == 1 and result.processed_fraction == 1.0
