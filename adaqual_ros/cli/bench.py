@@ -227,6 +227,8 @@ def run_stream(restorer, frames, stream_id, warmup, qmaps=None):
         'cache_hit_rate': float(np.mean(hits)),
         'windows_per_frame': float(np.mean(windows)),
         'backend_used': ','.join(sorted(used)),
+        # compile_mode reduce-overhead: graphs torch.compile ran without CUDA graphs so far
+        'cudagraph_skips': restorer.stats()['cudagraph_skips'],
     }
 
 

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from adaqual_ros.runtime import classical
-from adaqual_ros.runtime.device import compile_module, plan_device, synchronize, to_device_tensor
+from adaqual_ros.runtime.device import (
+    compile_module,
+    cudagraph_skips,
+    plan_device,
+    synchronize,
+    to_device_tensor,
+)
 from adaqual_ros.runtime.faults import OomFault, is_out_of_memory
 from adaqual_ros.runtime.tiling import run_windows
 
@@ -193,6 +199,8 @@ class AdaQualBackend(RestorationBackend):
         self._compiled_once = False
         # True while the network is compiled (False when compiling was refused or failed).
         self.compiled = bool(self.plan.compile) and compile_module(unet, self.plan.compile_mode)
+        # Compiled graphs torch.compile built without CUDA graphs (when its mode asks for them).
+        self.cudagraph_skips = 0
         self.cell = int(self.pipeline.config.cell)
         # The pipeline's scheduler holds per-call state: one frame at a time per backend.
         self._lock = threading.Lock()
@@ -246,12 +254,14 @@ class AdaQualBackend(RestorationBackend):
                                 prompt_embeds=embeds, generator=stream.generator,
                                 num_inference_steps=int(settings.steps), return_dict=True)
 
+                skips = cudagraph_skips()
                 try:
                     output = call()
                 except Exception as exc:  # noqa: BLE001 - only a failed compilation is retried
                     if not self._compile_failed(exc):
                         raise
                     output = call()
+                self._count_cudagraph_skips(cudagraph_skips() - skips)
                 restored = output.images.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
             synchronize(self.plan)
             self._compiled_once = True
@@ -263,6 +273,15 @@ class AdaQualBackend(RestorationBackend):
             image = run_windows(rgb, windows, run, batch_size=max(1, int(settings.tile_batch)))
         return BackendOutput(image, prompts=all_prompts, timings=timings,
                              windows_run=len(windows))
+
+    def _count_cudagraph_skips(self, new):
+        if not (new and self.compiled and self.plan.compile_mode == 'reduce-overhead'):
+            return
+        if not self.cudagraph_skips and self.plan.is_cuda:
+            warnings.warn(f'compile_mode reduce-overhead: torch.compile ran the network without '
+                          f'CUDA graphs ({new} graph(s) skipped); TORCH_LOGS=cudagraphs says why',
+                          RuntimeWarning, stacklevel=4)
+        self.cudagraph_skips += new
 
     def _compile_failed(self, exc):
         """

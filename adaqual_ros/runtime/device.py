@@ -109,6 +109,18 @@ def compile_module(module, mode='default'):
     return True
 
 
+def cudagraph_skips():
+    """
+    How many times torch.compile has run a graph without CUDA graphs in this process (it says why
+    only under TORCH_LOGS=cudagraphs). 0 where the counter does not exist.
+    """
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(counters['inductor'].get('cudagraph_skips', 0))
+
+
 def to_device_tensor(batch, plan):
     """(B, H, W, 3) float32 numpy in [0, 1] -> (B, 3, H, W) tensor on the plan's device/dtype."""
     tensor = torch.from_numpy(batch).permute(0, 3, 1, 2)

@@ -446,6 +446,8 @@ class Restorer:
         out['tile_size'] = tile_size_for(runtime.settings.tile_size, runtime.backend.device)
         out['tile_cap'] = runtime.limits.tile
         out['tile_batch_cap'] = runtime.limits.batch
+        # compile_mode reduce-overhead: compiled graphs built without CUDA graphs (0 = none)
+        out['cudagraph_skips'] = getattr(runtime.backend, 'cudagraph_skips', 0)
         if runtime.cache is not None:
             cache = runtime.cache.stats()
             out['cache_hit_rate'] = cache['hit_rate']

@@ -448,6 +448,9 @@ def test_compiled_network_sees_whole_frames_and_clean_cells_stay_untouched(mode)
         assert not np.array_equal(result.image[:, 128:], frame[:, 128:])
     backend = restorer._runtime.backend
     assert backend.compiled and backend.whole_frames  # compiled, not fallen back
+    # CUDA graphs need CUDA: on the CPU that mode runs without them, and the restorer counts it.
+    skips = restorer.stats()['cudagraph_skips']
+    assert (skips > 0) if mode == 'reduce-overhead' else (skips == 0)
 
 
 def test_compile_failure_at_the_first_call_runs_eagerly_with_a_warning():
