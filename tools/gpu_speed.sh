@@ -38,6 +38,9 @@ step() {  # name, time limit (s), then bench options
   timeout "$lim" $B --out "$S/$name" "$@" > "$S/$name.log" 2>&1
   echo "rc=$?"
   grep -E '^ +[0-9]+x[0-9]+ |goal|Error|error' "$S/$name.log" | grep -v Loading | head -8
+  # graphs compiled without CUDA graphs (0 where every graph replays; TORCH_LOGS=cudagraphs: why)
+  $PY -c "import json; print('cudagraph_skips', [r.get('cudagraph_skips') for r in
+    json.load(open('$S/$name/bench.json'))['records']])" 2>/dev/null
   pack
 }
 check() {  # name, time limit (s), command...

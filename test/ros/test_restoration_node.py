@@ -74,9 +74,12 @@ def test_spec_validation_and_settings_mapping():
     assert 'does not exist' in table['model_path'].validate('/nonexistent/model')
     values = ros_params.defaults(ros_params.RESTORATION_PARAMS)
     values.update({'backend': 'classical', 'steps': 3, 'cache.max_frames': 7,
-                   'cache.scene_threshold': 0.2, 'compile': True})
+                   'cache.scene_threshold': 0.2, 'compile': True,
+                   'compile_mode': 'reduce-overhead'})
     settings = ros_params.settings_from_params(values)
     assert (settings.backend, settings.steps, settings.compile) == ('classical', 3, True)
+    assert settings.compile_mode == 'reduce-overhead'
+    assert 'must be one of' in table['compile_mode'].validate('fastest')
     assert (settings.cache.max_frames, settings.cache.scene_threshold) == (7, 0.2)
     with pytest.raises(ValueError, match='default of parameter x is invalid'):
         ros_params.ParamSpec('x', 5, 'a parameter with a bad default', (0, 1))
