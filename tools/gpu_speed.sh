@@ -1,8 +1,9 @@
 #!/bin/bash
 # GPU speed session (a lent H100/H200, at most ~9 minutes): the paper-size config at 1280x720,
-# fp16, 2 steps, whole-frame windows (the CUDA default), eager and compiled (default mode and CUDA
-# graphs); CUDA correctness checks (tools/gpu_check.py); the shipped small checkpoint; the
-# CUDA-only tests. One machine, one run, side by side, in order of priority.
+# fp16, 2 steps, whole-frame windows (the CUDA default), eager and compiled (default mode, CUDA
+# graphs, and CUDA graphs with cuDNN's heuristic algorithms instead of timed ones); CUDA
+# correctness checks (tools/gpu_check.py); the shipped small checkpoint; the CUDA-only tests.
+# One machine, one run, side by side, in order of priority.
 #
 # Expects .gpu/whl/*.whl (diffusers + importlib_metadata) and .gpu/shared/data/video/people.mp4
 # (see tools/gpu_session.sh). Results: $OUT/speed.tgz (bench.json, logs, profile tables), re-packed
@@ -54,6 +55,8 @@ check() {  # name, time limit (s), command...
 step paper_eager 120 --model-config "$PAPER" --resolutions "$RES" --profile
 step paper_cudagraphs 220 --model-config "$PAPER" --resolutions "$RES" --compile \
   --compile-mode reduce-overhead
+step paper_cudagraphs_heuristic 150 --model-config "$PAPER" --resolutions "$RES" --compile \
+  --compile-mode reduce-overhead --no-cudnn-benchmark
 check gpu_check 150 $PY tools/gpu_check.py $S/gpu_check.json
 step small_eager 90 --resolutions "$SMALL_RES"
 step paper_compiled 180 --model-config "$PAPER" --resolutions "$RES" --compile

@@ -65,6 +65,9 @@ class RestorerSettings:
             no overlap work; a fully degraded frame runs as one window).
         blend_ramp (`int`): pixels over which restored regions fade into skipped ones.
         channels_last (`bool`): channels_last memory format for the network.
+        cudnn_benchmark (`bool`): on CUDA, let cuDNN time its convolution algorithms once per
+            input shape and keep the fastest (torch.backends.cudnn.benchmark, a process-wide
+            switch); whole-frame windows, CUDA's default, give one shape per camera.
     """
 
     backend: str = 'adaqual'
@@ -88,6 +91,7 @@ class RestorerSettings:
     merge_tiles: bool = True
     blend_ramp: int = 16
     channels_last: bool = True
+    cudnn_benchmark: bool = True
 
     def with_changes(self, **changes):
         return replace(self, **changes)
