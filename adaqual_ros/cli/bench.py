@@ -361,7 +361,6 @@ def run(args):
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     from adaqual_ros.runtime.device import configure_threads
-
     from adaqual_ros.runtime.restorer import validate_settings
 
     configure_threads(args.threads)
