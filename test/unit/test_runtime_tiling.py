@@ -118,6 +118,10 @@ def test_skip_alpha_is_zero_on_clean_cells_and_ramps_inside_degraded_ones():
     assert np.array_equal(skip_alpha(degraded, (64, 150), CELL, 16, (0, 64, 64, 150)),
                           alpha[:, 64:])
     assert skip_alpha(degraded, (64, 150), CELL, 16, (0, 100, 64, 150)) is None
+    # The same pattern again (a cached quality map) reuses the weights, which nobody can change.
+    again = skip_alpha(degraded.copy(), (64, 150), CELL, ramp=16)
+    assert again is alpha and not alpha.flags.writeable
+    assert skip_alpha(~degraded, (64, 150), CELL, ramp=16) is not alpha
 
 
 # -- classical backend -------------------------------------------------------------------------
