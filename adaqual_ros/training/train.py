@@ -69,6 +69,10 @@ class TrainConfig:
         score_shift (`float`): std of one offset added to all of a crop's input scores (any
             source); estimators differ by a frame-wide score level, and a restorer trained on
             one level loses dB on another.
+        unroll (`float`): share of the crops trained at the last step of the ``unroll_steps``-step
+            sampler on the input that sampler builds from the model's own earlier predictions
+            (one extra forward pass per such crop, no gradient through it).
+        unroll_steps (`int`): the sampler's steps for ``unroll`` (the restorer's default, 2).
     """
 
     out_dir: str = 'runs/adaqual_small'
@@ -102,6 +106,8 @@ class TrainConfig:
     camera_aug: float = 0.3
     dim_haze: float = 0.0
     score_shift: float = 0.0
+    unroll: float = 0.0
+    unroll_steps: int = 2
     init: str = ''
     seed: int = 0
     threads: int = 2
@@ -365,8 +371,27 @@ def sample_timesteps(batch, num_train, focus, generator):
     return torch.where(pick, sampler_ts[idx], t)
 
 
+def sampler_last_input(unet, scheduler, degraded, cond, noise, steps):
+    """
+    The input of the sampler's last step, built as the pipeline builds it: start from ``noise``
+    at the first timestep and take DDIM steps (eta 0) with the model's own predictions (no
+    gradient), all but the last one.
+
+    Returns:
+        `(x, t)`: the noisy residual (B, 3, H, W) and the last step's timestep (an int).
+    """
+    scheduler.set_timesteps(int(steps), device=noise.device)
+    timesteps = scheduler.timesteps
+    x = noise
+    with torch.no_grad():
+        for t in timesteps[:-1]:
+            r0 = unet(x, t, degraded, **cond).sample
+            x = scheduler.step(r0, t, x, eta=0.0).prev_sample
+    return x, int(timesteps[-1])
+
+
 def training_loss(unet, encoder, prompter, scheduler, batch, weights, generator, t_focus=0.5,
-                  cell=64, device='cpu'):
+                  cell=64, device='cpu', unroll=0.0, unroll_steps=2):
     """
     Loss of one batch: prompts from the batch's (ground-truth) quality, noisy residual, r0 loss.
 
@@ -376,6 +401,9 @@ def training_loss(unet, encoder, prompter, scheduler, batch, weights, generator,
         batch (`dict`): 'degraded', 'clean' (B, 3, H, W) in [0, 1], 'quality' (B, 5, gh, gw),
             'scores' (B, gh, gw).
         weights (`LossWeights`), generator (`torch.Generator`): loss weights, noise source.
+        unroll (`float`): share of the crops trained at the last step of an ``unroll_steps``-step
+            sampler on the input the sampler builds there from the model's own earlier
+            predictions (`sampler_last_input`) instead of the true residual plus noise.
 
     Returns:
         `(loss, terms)`.
@@ -394,6 +422,18 @@ def training_loss(unet, encoder, prompter, scheduler, batch, weights, generator,
     noise = torch.randn(residual.shape, generator=generator).to(device)
     t = sample_timesteps(b, scheduler.config.num_train_timesteps, t_focus, generator).to(device)
     noisy = scheduler.add_noise(residual, noise, t)
+    if unroll > 0:
+        # Few-step sampling meets, at its later steps, inputs made from the model's own earlier
+        # predictions, never the true residual plus noise it trains on: train on those too.
+        pick = torch.rand(b, generator=generator) < unroll
+        if pick.any():
+            idx = pick.nonzero().flatten().to(device)
+            sub = {k: (v.index_select(0, idx) if torch.is_tensor(v) else v)
+                   for k, v in cond.items()}
+            x, t_last = sampler_last_input(unet, scheduler, degraded.index_select(0, idx), sub,
+                                           noise.index_select(0, idx), unroll_steps)
+            noisy = noisy.index_copy(0, idx, x.to(noisy.dtype))
+            t = t.index_fill(0, idx, t_last)
     pred = unet(noisy, t, degraded, **cond).sample
     scores_pixel = torch.repeat_interleave(torch.repeat_interleave(
         batch['scores'].to(device)[:, None], cell, dim=2), cell, dim=3)[:, :, :h, :w]
@@ -437,6 +477,11 @@ def train(cfg):
     from adaqual_ros.prompting.text_encoder import PromptEncoder
     from adaqual_ros.weather import load_layers
 
+    if not 0.0 <= cfg.unroll <= 1.0:
+        raise ValueError(f'unroll must be in [0, 1], got {cfg.unroll}')
+    if cfg.unroll and cfg.unroll_steps < 2:
+        raise ValueError(f'unroll_steps must be >= 2 (a sampler with earlier steps), got '
+                         f'{cfg.unroll_steps}')
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     weights = LossWeights(cfg.l1, cfg.l2, cfg.a, cfg.edge)
@@ -537,7 +582,7 @@ def train(cfg):
             break
         batch = next(it)
         loss, terms = training_loss(unet, encoder, pipe.prompter, scheduler, batch, weights,
-                                    gen, cfg.t_focus, cell, device)
+                                    gen, cfg.t_focus, cell, device, cfg.unroll, cfg.unroll_steps)
         if not torch.isfinite(loss):
             raise FloatingPointError(f'non-finite loss at step {state["step"]}: {terms}')
         lr = _lr_at(cfg, state['step'], state['elapsed_s'])

@@ -18,6 +18,7 @@ from adaqual_ros.training.train import (
     check_gradients,
     list_images,
     merge_config,
+    sampler_last_input,
     train,
     training_loss,
 )
@@ -177,6 +178,59 @@ def test_a_few_steps_lower_the_loss(real_batch):
     with torch.no_grad():
         after = np.mean([loss_at(s)[0].item() for s in range(2)])
     assert after < 0.9 * before, (before, after)
+
+
+def _trained_tiny_pipeline(seed=0):
+    """A tiny pipeline whose zero-initialised output layer is randomised (it predicts something)."""
+    from adaqual_ros.pipelines import AdaQualPipeline
+
+    torch.manual_seed(seed)
+    pipe = AdaQualPipeline.from_components_config('tiny', cell=32)
+    with torch.no_grad():
+        for param in pipe.unet.parameters():
+            if not param.abs().sum():
+                param.normal_(0, 0.05)
+    return pipe
+
+
+def test_unrolled_input_is_what_the_sampler_feeds_its_last_step():
+    from adaqual_ros.quality.types import QualityMap
+
+    pipe = _trained_tiny_pipeline()
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    image = torch.rand(1, 3, 64, 96)
+    qmap = QualityMap(np.full((2, 3), 2.5), np.full((2, 3, 4), 0.3), 32, (64, 96))
+    latents = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    calls = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((args, dict(kwargs))), with_kwargs=True)
+    try:
+        pipe(image, [qmap], latents=latents, num_inference_steps=2)
+    finally:
+        hook.remove()
+    (first_args, cond), (last_args, _) = calls
+    x, t_last = sampler_last_input(pipe.unet, pipe.scheduler, image, cond, latents, 2)
+    assert t_last == int(last_args[1]) == 499
+    assert torch.allclose(x, last_args[0], atol=1e-6)
+    assert not torch.allclose(x, latents)  # the model's first prediction went into it
+
+
+def test_unrolled_training_loss_trains_on_the_sampler_input(real_batch):
+    from adaqual_ros.prompting.text_encoder import PromptEncoder
+
+    pipe = _trained_tiny_pipeline(1)
+    encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder, cache_size=0)
+
+    def loss(unroll):
+        g = torch.Generator().manual_seed(5)
+        return training_loss(pipe.unet, encoder, pipe.prompter, pipe.scheduler, real_batch,
+                             LossWeights(), g, 0.5, 32, unroll=unroll)[0]
+
+    plain, unrolled = loss(0.0), loss(1.0)
+    assert torch.isfinite(unrolled) and not torch.isclose(plain, unrolled)
+    unrolled.backward()
+    check_gradients({'unet': pipe.unet, 'text_encoder': pipe.text_encoder})
 
 
 def test_train_writes_log_checkpoint_and_resumes(assets, tmp_path):
