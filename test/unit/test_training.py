@@ -233,6 +233,14 @@ def test_unrolled_training_loss_trains_on_the_sampler_input(real_batch):
     check_gradients({'unet': pipe.unet, 'text_encoder': pipe.text_encoder})
 
 
+def test_train_refuses_a_bad_unroll_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r'unroll must be in \[0, 1\], got 1.5'):
+        train(merge_config(None, [f'out_dir={tmp_path / "run"}', 'unroll=1.5']))
+    with pytest.raises(ValueError, match='unroll_steps must be >= 2'):
+        train(merge_config(None, [f'out_dir={tmp_path / "run"}', 'unroll=0.5', 'unroll_steps=1']))
+    assert not (tmp_path / 'run').exists()
+
+
 def test_train_writes_log_checkpoint_and_resumes(assets, tmp_path):
     overrides = [f'out_dir={tmp_path / "run"}', f'save_to={tmp_path / "ship"}',
                  'model_config=tiny', 'cell=32', 'crop=64', 'batch_size=2', 'steps=3',
