@@ -180,8 +180,8 @@ def test_a_few_steps_lower_the_loss(real_batch):
     assert after < 0.9 * before, (before, after)
 
 
-def _trained_tiny_pipeline(seed=0):
-    """A tiny pipeline whose zero-initialised output layer is randomised (it predicts something)."""
+def _random_tiny_pipeline(seed=0):
+    """A tiny pipeline with its zero-initialised layers randomised (so it predicts something)."""
     from adaqual_ros.pipelines import AdaQualPipeline
 
     torch.manual_seed(seed)
@@ -196,7 +196,7 @@ def _trained_tiny_pipeline(seed=0):
 def test_unrolled_input_is_what_the_sampler_feeds_its_last_step():
     from adaqual_ros.quality.types import QualityMap
 
-    pipe = _trained_tiny_pipeline()
+    pipe = _random_tiny_pipeline()
     pipe.unet.eval()
     pipe.text_encoder.eval()
     image = torch.rand(1, 3, 64, 96)
@@ -219,7 +219,7 @@ def test_unrolled_input_is_what_the_sampler_feeds_its_last_step():
 def test_unrolled_training_loss_trains_on_the_sampler_input(real_batch):
     from adaqual_ros.prompting.text_encoder import PromptEncoder
 
-    pipe = _trained_tiny_pipeline(1)
+    pipe = _random_tiny_pipeline(1)
     encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder, cache_size=0)
 
     def loss(unroll):
