@@ -51,6 +51,25 @@ class AdaQualOutput(BaseOutput):
     prompts: list
 
 
+def ddim_steps(unet, scheduler, x, condition, cond, timesteps):
+    """
+    DDIM (eta 0) over the residual: from ``x`` at ``timesteps[0]``, one network call and one
+    scheduler step per timestep (the scheduler's own, after ``set_timesteps``). Returns the last
+    step's ``prev_sample``. The pipeline runs all its timesteps; training's
+    ``sampler_last_input`` all but the last.
+    """
+    # A network compiled with CUDA graphs (compile_mode 'reduce-overhead') replays into the same
+    # output buffers: each call is marked as a new step. Only for a compiled network: the first
+    # mark imports inductor's CUDA-graph module (~0.5 s on the first frame).
+    compiled = getattr(unet, '_compiled_call_impl', None) is not None
+    for t in timesteps:
+        if compiled:
+            torch.compiler.cudagraph_mark_step_begin()
+        r0 = unet(x, t, condition, **cond).sample
+        x = scheduler.step(r0, t, x, eta=0.0).prev_sample
+    return x
+
+
 def neutral_quality_map(qmap):
     """Ablation: the same grid with every region at the frame's mean score and mean types."""
     scores = np.full_like(qmap.scores, float(qmap.scores.mean()))
@@ -231,12 +250,7 @@ class AdaQualPipeline(DiffusionPipeline):
         x = latents.to(device=device, dtype=dtype)
         # 5. DDIM over the residual; the degraded frame is conditioning only
         self.scheduler.set_timesteps(int(num_inference_steps), device=device)
-        for t in self.scheduler.timesteps:
-            # A network compiled with CUDA graphs (compile_mode 'reduce-overhead') replays into
-            # the same output buffers: mark each call as a new step (a no-op otherwise).
-            torch.compiler.cudagraph_mark_step_begin()
-            r0 = self.unet(x, t, x0, **cond).sample
-            x = self.scheduler.step(r0, t, x, eta=0.0).prev_sample
+        x = ddim_steps(self.unet, self.scheduler, x, x0, cond, self.scheduler.timesteps)
         # 6. residual + input
         restored = (x0 + x).clamp(0, 1)
         if not return_dict:

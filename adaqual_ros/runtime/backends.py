@@ -258,14 +258,16 @@ class AdaQualBackend(RestorationBackend):
                                 prompt_embeds=embeds, generator=stream.generator,
                                 num_inference_steps=int(settings.steps), return_dict=True)
 
-                skips = cudagraph_skips()
+                count = self.compiled and self.plan.compile_mode == 'reduce-overhead'
+                skips = cudagraph_skips() if count else 0
                 try:
                     output = call()
                 except Exception as exc:  # noqa: BLE001 - only a failed compilation is retried
                     if not self._compile_failed(exc):
                         raise
                     output = call()
-                self._count_cudagraph_skips(cudagraph_skips() - skips)
+                if count:
+                    self._count_cudagraph_skips(cudagraph_skips() - skips)
                 restored = output.images.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
             synchronize(self.plan)
             self._compiled_once = True
@@ -279,7 +281,7 @@ class AdaQualBackend(RestorationBackend):
                              windows_run=len(windows))
 
     def _count_cudagraph_skips(self, new):
-        if not (new and self.compiled and self.plan.compile_mode == 'reduce-overhead'):
+        if not new:
             return
         if not self.cudagraph_skips and self.plan.is_cuda:
             warnings.warn(f'compile_mode reduce-overhead: torch.compile ran the network without '

@@ -380,13 +380,12 @@ def sampler_last_input(unet, scheduler, degraded, cond, noise, steps):
     Returns:
         `(x, t)`: the noisy residual (B, 3, H, W) and the last step's timestep (an int).
     """
+    from adaqual_ros.pipelines.pipeline_adaqual import ddim_steps
+
     scheduler.set_timesteps(int(steps), device=noise.device)
     timesteps = scheduler.timesteps
-    x = noise
     with torch.no_grad():
-        for t in timesteps[:-1]:
-            r0 = unet(x, t, degraded, **cond).sample
-            x = scheduler.step(r0, t, x, eta=0.0).prev_sample
+        x = ddim_steps(unet, scheduler, noise, degraded, cond, timesteps[:-1])
     return x, int(timesteps[-1])
 
 

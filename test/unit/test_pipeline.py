@@ -257,3 +257,24 @@ def test_eval_restore_on_frames_of_a_clean_video(assets, tmp_path, capsys):
         assert main(['eval-restore', '--out', str(out), '--assets', str(assets),
                      '--clean-video', 'data/video/people.mp4', *bad]) == 2
         assert reason in capsys.readouterr().err
+
+
+def test_an_eager_pipeline_leaves_the_cuda_graph_machinery_alone():
+    # Marking CUDA-graph steps is for a compiled network; in an eager one its first call would
+    # import inductor's CUDA-graph module (~0.5 s on a robot's first frame). A fresh process:
+    # other tests compile.
+    import subprocess
+    import sys
+
+    code = ('import sys, torch\n'
+            'from adaqual_ros.pipelines import AdaQualPipeline\n'
+            "pipe = AdaQualPipeline.from_components_config('tiny')\n"
+            'from adaqual_ros.quality.types import QualityMap\n'
+            'import numpy as np\n'
+            'q = QualityMap(np.full((1, 1), 2.0), np.zeros((1, 1, 4)), 64, (32, 32))\n'
+            'pipe(torch.rand(1, 3, 32, 32), [q], num_inference_steps=2)\n'
+            "print('torch._inductor.cudagraph_trees' in sys.modules)\n")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == 'False'
