@@ -62,6 +62,9 @@ def add_arguments(parser):
     parser.add_argument('--steps', type=int, default=2, help='DDIM steps')
     parser.add_argument('--tile-size', type=int, default=None,
                         help='tile size in pixels (0 = whole frame; default: auto, as the node)')
+    parser.add_argument('--residual-guide', type=int, default=None,
+                        help='radius (px) of the guided filter of the predicted residual '
+                             '(0 = off; default: the runtime default)')
     parser.add_argument('--skip-threshold', type=float, default=None,
                         help='quality at or above which regions are skipped')
     parser.add_argument('--profile', action='store_true',
@@ -319,6 +322,8 @@ def _base_settings(args):
         changes['tile_size'] = args.tile_size
     if args.skip_threshold is not None:
         changes['skip_threshold'] = args.skip_threshold
+    if args.residual_guide is not None:
+        changes['residual_guide'] = args.residual_guide
     return RestorerSettings(**changes)
 
 

@@ -59,6 +59,9 @@ def add_arguments(parser):
     parser.add_argument('--quality-model-path', default='',
                         help='weights folder of the estimator (default: the shipped one)')
     parser.add_argument('--steps', type=int, default=2, help='DDIM steps of the main row')
+    parser.add_argument('--residual-guide', type=int, default=None,
+                        help='radius (px) of the guided filter of the predicted residual '
+                             '(0 = off; default: the runtime default)')
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--no-ablations', action='store_true', help='skip the ablations')
 
@@ -156,6 +159,7 @@ def run(args):
     from adaqual_ros.pipelines.pipeline_adaqual import AdaQualPipeline, neutral_quality_map
     from adaqual_ros.prompting.prompter import empty_prompts, shuffle_prompts
     from adaqual_ros.quality.types import QualityMap
+    from adaqual_ros.runtime.settings import RestorerSettings
     from adaqual_ros.training.datasets import HeldoutSet, PairedFolder, build_heldout_set
     from adaqual_ros.weather import CONDITIONS, load_layers
 
@@ -203,11 +207,14 @@ def run(args):
     cells = {'pq': [], 'tq': [], 'pt': [], 'tt': []}
     timing = {'adaqual_ms': []}
 
+    guide = (RestorerSettings().residual_guide if args.residual_guide is None
+             else args.residual_guide)
+
     def restore(x, qmap, seed, steps=args.steps, prompts=None):
         g = torch.Generator().manual_seed(seed)
         t = time.perf_counter()
         res = pipe(x[None], [qmap], generator=g, num_inference_steps=steps,
-                   prompts=None if prompts is None else [prompts])
+                   prompts=None if prompts is None else [prompts], residual_guide=guide)
         timing['adaqual_ms'].append((time.perf_counter() - t) * 1000)
         return _to_uint8(res.images[0]), res.prompts[0]
 
@@ -299,7 +306,8 @@ def run(args):
         'quality_map': _map_agreement(cells),
         'noise': _noise_spread(per_seed, ablate=not args.no_ablations),
         'settings': {'model': str(args.model or 'shipped'), 'estimator': est_name,
-                     'steps': args.steps, 'seed': args.seed, 'noise_seeds': noise_seeds,
+                     'steps': args.steps, 'residual_guide': guide, 'seed': args.seed,
+                     'noise_seeds': noise_seeds,
                      'images': args.images,
                      'limit': args.limit, 'heldout': str(held_dir),
                      'clean_dir': str(clean_dir if args.clean_video else args.clean_dir),

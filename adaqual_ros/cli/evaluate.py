@@ -52,6 +52,9 @@ def add_arguments(parser):
                        help='AdaQual DDIM steps (default: the runtime default, 2)')
         p.add_argument('--skip-threshold', type=float, default=None,
                        help='quality at or above which regions pass through (default 4.0)')
+        p.add_argument('--residual-guide', type=int, default=None,
+                       help='radius (px) of the guided filter of the predicted residual (the '
+                            "node's `residual_guide`; 0 = off)")
         p.add_argument('--noise-seed', type=int, default=None,
                        help="base seed of the restorer's start noise (the node's `seed`, default "
                             '0): run a few to see how much a figure moves with the noise alone')
@@ -120,7 +123,8 @@ class Row:
             threads=args.threads,
             # the same knobs as the node's parameters; unset = the runtime's defaults
             **{k: v for k, v in (('steps', args.steps), ('skip_threshold', args.skip_threshold),
-                                 ('seed', args.noise_seed))
+                                 ('seed', args.noise_seed),
+                                 ('residual_guide', args.residual_guide))
                if v is not None})
         self.note = ''
         if args.quality_backend:
@@ -341,6 +345,7 @@ def run(args):
 
     from adaqual_ros.detection.yolo import NO_DETECTOR_MESSAGE, Detector, find_detector
     from adaqual_ros.metrics.report import summary_table, write_report
+    from adaqual_ros.runtime.settings import RestorerSettings
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -367,6 +372,8 @@ def run(args):
             'mode': args.mode, 'detector': str(path), 'conf': args.conf, 'iou': args.iou,
             'imgsz': args.imgsz, 'device': args.device,
             'noise_seed': 0 if args.noise_seed is None else args.noise_seed,
+            'residual_guide': (RestorerSettings().residual_guide if args.residual_guide is None
+                               else args.residual_guide),
             'machine': f'{platform.machine()}, {torch.get_num_threads()} torch threads, '
                        f'{_cpu_count()} CPUs'}
     started = time.perf_counter()

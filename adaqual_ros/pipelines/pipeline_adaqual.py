@@ -11,6 +11,7 @@ import torch
 
 from adaqual_ros.models.configs import TEXT_ENCODER_CONFIGS, get_config
 from adaqual_ros.models.unet_adaqual import AdaQualUNet, quality_tensor
+from adaqual_ros.pipelines.residual_guide import filter_residual
 from adaqual_ros.prompting.complexity import C_MAX, C_MIN
 from adaqual_ros.prompting.prompter import Prompter
 from adaqual_ros.prompting.text_encoder import (
@@ -211,7 +212,8 @@ class AdaQualPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, image, quality_maps=None, generator=None, num_inference_steps=2,
-                 return_dict=True, prompts=None, latents=None, prompt_embeds=None):
+                 return_dict=True, prompts=None, latents=None, prompt_embeds=None,
+                 residual_guide=0):
         """
         Restore a batch of frames.
 
@@ -227,6 +229,8 @@ class AdaQualPipeline(DiffusionPipeline):
             latents (`torch.Tensor`, *optional*): start noise instead of drawing it.
             prompt_embeds (`dict`, *optional*): ``encode_prompts(prompts)`` computed by the
                 caller (it must match ``prompts``); saves assembling the embeddings twice.
+            residual_guide (`int`, defaults to 0): radius in pixels of a guided filter of the
+                predicted residual by the degraded frame (0 = off; `residual_guide.py` says why).
 
         Returns:
             `AdaQualOutput` (or `(images, quality_maps, prompts)`).
@@ -251,8 +255,8 @@ class AdaQualPipeline(DiffusionPipeline):
         # 5. DDIM over the residual; the degraded frame is conditioning only
         self.scheduler.set_timesteps(int(num_inference_steps), device=device)
         x = ddim_steps(self.unet, self.scheduler, x, x0, cond, self.scheduler.timesteps)
-        # 6. residual + input
-        restored = (x0 + x).clamp(0, 1)
+        # 6. residual (optionally guided by the input's structure) + input
+        restored = (x0 + filter_residual(x, x0, int(residual_guide))).clamp(0, 1)
         if not return_dict:
             return restored, quality_maps, prompts
         return AdaQualOutput(images=restored, quality_maps=quality_maps, prompts=prompts)

@@ -190,6 +190,10 @@ RESTORATION_PARAMS = (
     ParamSpec('skip_threshold', _DEFAULTS.skip_threshold,
               'Regions with quality score at or above this pass through untouched (1-5 scale)',
               (1.0, 5.0)),
+    ParamSpec('residual_guide', _DEFAULTS.residual_guide,
+              "Radius (px) of a guided filter of the model's predicted change by the input "
+              'frame: keeps changes that follow the frame, averages away texture the model '
+              'invents in flat fog (0 = off)', (0, _settings.MAX_RESIDUAL_GUIDE)),
     ParamSpec('tile_size', _DEFAULTS.tile_size,
               'Tile edge in pixels for model inference, a multiple of the 64 px quality cell; '
               '0 = whole frame (one network call); -1 = auto: whole frames on CUDA (the faster '
@@ -272,7 +276,7 @@ def settings_from_params(values, base=None):
         scene_threshold=get('cache.scene_threshold', base.cache.scene_threshold))
     changes = {key: get(key, getattr(base, key)) for key in (
         'backend', 'model_path', 'device', 'half', 'compile', 'compile_mode', 'steps',
-        'skip_threshold',
+        'skip_threshold', 'residual_guide',
         'tile_size',
         'quality_backend', 'quality_model_path', 'threads', 'on_error',
         'fallback_to_classical', 'seed')}

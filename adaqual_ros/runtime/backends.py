@@ -256,7 +256,8 @@ class AdaQualBackend(RestorationBackend):
                 def call():
                     return pipe(image, quality_maps=qmaps, prompts=prompts, latents=latents,
                                 prompt_embeds=embeds, generator=stream.generator,
-                                num_inference_steps=int(settings.steps), return_dict=True)
+                                num_inference_steps=int(settings.steps), return_dict=True,
+                                residual_guide=int(settings.residual_guide))
 
                 count = self.compiled and self.plan.compile_mode == 'reduce-overhead'
                 skips = cudagraph_skips() if count else 0

@@ -32,6 +32,7 @@ from adaqual_ros.runtime.settings import (
     AUTO_TILE,
     BACKENDS,
     COMPILE_MODES,
+    MAX_RESIDUAL_GUIDE,
     QUALITY_BACKENDS,
     CacheSettings,
     RestorerSettings,
@@ -180,6 +181,9 @@ def validate_settings(settings):
     if settings.compile_mode not in COMPILE_MODES:
         raise ValueError(f'unknown compile_mode {settings.compile_mode!r}; valid: '
                          f'{list(COMPILE_MODES)}')
+    if not 0 <= settings.residual_guide <= MAX_RESIDUAL_GUIDE:
+        raise ValueError(f'residual_guide must be in [0, {MAX_RESIDUAL_GUIDE}] px, got '
+                         f'{settings.residual_guide}')
     if not 1.0 <= settings.skip_threshold <= 5.01:
         raise ValueError(f'skip_threshold must be in [1, 5.01], got {settings.skip_threshold}')
     if settings.tile_size < AUTO_TILE:

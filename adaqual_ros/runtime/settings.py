@@ -20,6 +20,8 @@ class CacheSettings:
     scene_threshold: float = 0.08  # ... or when the thumbnail signature moves this far
 
 
+MAX_RESIDUAL_GUIDE = 64  # px: beyond a quality cell's size the filter only blurs the residual
+
 AUTO_TILE = -1
 # Measured with `adaqual bench`: on the 2-core CPU 256 px tiles beat 128 px tiles on half-clean
 # frames (tiles confine the work to the degraded part); on a GPU one whole-frame window was 3-6x
@@ -68,6 +70,9 @@ class RestorerSettings:
         cudnn_benchmark (`bool`): on CUDA, let cuDNN time its convolution algorithms once per
             input shape and keep the fastest (torch.backends.cudnn.benchmark, a process-wide
             switch); whole-frame windows, CUDA's default, give one shape per camera.
+        residual_guide (`int`): radius in pixels of a guided filter of the model's predicted
+            residual by the degraded frame (0 = off): keeps the residual that follows the frame's
+            own structure and averages away texture the model invents in flat fog.
     """
 
     backend: str = 'adaqual'
@@ -92,6 +97,7 @@ class RestorerSettings:
     blend_ramp: int = 16
     channels_last: bool = True
     cudnn_benchmark: bool = True
+    residual_guide: int = 0
 
     def with_changes(self, **changes):
         return replace(self, **changes)
