@@ -81,3 +81,14 @@ def test_pipeline_residual_guide_changes_only_what_it_should():
 def test_restorer_refuses_a_bad_radius(radius):
     with pytest.raises(ValueError, match='residual_guide'):
         Restorer(RestorerSettings(backend='passthrough', residual_guide=radius))
+
+
+def test_fast_filter_is_close_to_the_exact_one():
+    g = torch.Generator().manual_seed(3)
+    # A frame with smooth structure and edges: blurred noise plus a bright block.
+    frame = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 200, 300, generator=g), 9, 1, 4)
+    frame[..., 60:140, 100:220] += 0.4
+    residual = 0.3 * frame - 0.1 + 0.05 * torch.randn(1, 3, 200, 300, generator=g)
+    exact = guided_filter(frame, residual, 16, 1e-3, subsample=1)
+    fast = guided_filter(frame, residual, 16, 1e-3)
+    assert (fast - exact).abs().mean() < 0.05 * (residual - exact).abs().mean()
