@@ -115,6 +115,21 @@ def test_step_counts(pipe):
         _run(pipe, image, maps, num_inference_steps=0)
 
 
+def test_residual_guide_smooths_only_the_predicted_change(pipe):
+    image = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    maps = _maps(1, 64, 96)
+    plain, off = _run(pipe, image, maps), _run(pipe, image, maps, residual_guide=0)
+    guided = _run(pipe, image, maps, residual_guide=8)
+    assert torch.equal(plain.images, off.images)
+    assert not torch.equal(plain.images, guided.images)
+    assert 0 <= guided.images.min() and guided.images.max() <= 1
+
+    def roughness(out):
+        d = out.images - image
+        return (d[..., 1:, :] - d[..., :-1, :]).abs().mean()
+    assert roughness(guided) < roughness(plain)
+
+
 def test_input_checks(pipe, tmp_path):
     with pytest.raises(ValueError, match='B, 3, H, W'):
         pipe(torch.rand(3, 64, 64), _maps(1, 64, 64))
