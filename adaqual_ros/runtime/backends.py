@@ -47,6 +47,10 @@ def _ms(start):
     return (time.perf_counter() - start) * 1000.0
 
 
+class NonFiniteOutputError(RuntimeError):
+    """The network returned NaN or Inf: the frame is not published as restored."""
+
+
 class StreamState:
     """
     Per-stream state of the network backend: one seeded torch.Generator and the start noise.
@@ -270,6 +274,13 @@ class AdaQualBackend(RestorationBackend):
                 if count:
                     self._count_cudagraph_skips(cudagraph_skips() - skips)
                 restored = output.images.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            bad = int(restored.size - np.count_nonzero(np.isfinite(restored)))
+            if bad:
+                # NaN would turn into black pixels on the way to uint8: a silently wrong frame.
+                raise NonFiniteOutputError(
+                    f'the network produced {bad} NaN/Inf value(s) on a {batch.shape[2]}x'
+                    f'{batch.shape[1]} window (fp16 overflow: try half:=false; or broken '
+                    f'weights in the model)')
             synchronize(self.plan)
             self._compiled_once = True
             timings['model'] += _ms(start)

@@ -324,6 +324,20 @@ def test_backend_failure_raises_restoration_error(pipe):
         restorer.restore(frame, quality_map=np.ones((1, 1)))
 
 
+def test_a_network_that_returns_nan_fails_the_frame_instead_of_blackening_it():
+    broken = random_pipeline(seed=3)
+    with torch.no_grad():
+        next(broken.unet.parameters()).fill_(float('nan'))
+    restorer = Restorer(settings(backend='adaqual'), pipeline=broken)
+    frame = haze(scene(64, 96))
+    with pytest.raises(RestorationError, match=r'NaN/Inf value\(s\) on a 96x64 window'):
+        restorer.restore(frame, quality_map=qmap_for(64, 96))
+    assert restorer.stats()['errors'] == 1
+    # A clean frame never reaches the network and still comes back as it was.
+    clean = restorer.restore(frame, quality_map=qmap_for(64, 96, score=5.0))
+    assert np.array_equal(clean.image, frame)
+
+
 def test_missing_checkpoint_falls_back_to_classical_or_raises(tmp_path):
     missing = str(tmp_path / 'nothing')
     with pytest.warns(RuntimeWarning, match='using classical'):
