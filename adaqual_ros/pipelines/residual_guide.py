@@ -42,6 +42,8 @@ def guided_filter(guide, src, radius, eps, subsample=None):
     Returns:
         `torch.Tensor` of the shape and dtype of ``src``.
     """
+    if int(radius) < 1:
+        return src
     dtype = src.dtype
     h, w = src.shape[-2:]
     s = max(1, int(radius) // 4) if subsample is None else max(1, int(subsample))
@@ -54,8 +56,8 @@ def guided_filter(guide, src, radius, eps, subsample=None):
         p_lo = F.interpolate(p, size=size, mode='area')
     lh, lw = g_lo.shape[-2:]
     r = min(max(1, round(int(radius) / s)), lh - 2, lw - 2)
-    if int(radius) < 1 or r < 1:
-        return src
+    if r < 1:
+        return src  # too small to reflect even a 3x3 window
     mean_i = box_mean(g_lo, r)
     mean_p = box_mean(p_lo, r)
     cov_ip = box_mean(g_lo * p_lo, r) - mean_i * mean_p
