@@ -2,7 +2,8 @@
 # GPU speed session (a lent H100/H200, at most ~9 minutes): the paper-size config at 1280x720,
 # fp16, 2 steps, whole-frame windows (the CUDA default), eager and compiled (default mode, CUDA
 # graphs, and CUDA graphs with cuDNN's heuristic algorithms instead of timed ones); CUDA
-# correctness checks (tools/gpu_check.py); the shipped small checkpoint; the CUDA-only tests.
+# correctness checks (tools/gpu_check.py); the shipped small checkpoint, with and without the
+# residual guide; the CUDA-only tests.
 # One machine, one run, side by side, in order of priority.
 #
 # Expects .gpu/whl/*.whl (diffusers + importlib_metadata) and .gpu/shared/data/video/people.mp4
@@ -59,6 +60,8 @@ step paper_cudagraphs_heuristic 150 --model-config "$PAPER" --resolutions "$RES"
   --compile-mode reduce-overhead --no-cudnn-benchmark
 check gpu_check 150 $PY tools/gpu_check.py $S/gpu_check.json
 step small_eager 90 --resolutions "$SMALL_RES"
+# the residual guide's cost on a GPU: the same step with the guide off (default 16 px above)
+step small_eager_noguide 60 --resolutions "$SMALL_RES" --residual-guide 0
 step paper_compiled 180 --model-config "$PAPER" --resolutions "$RES" --compile
 step small_cudagraphs 100 --resolutions "$SMALL_RES" --compile --compile-mode reduce-overhead
 check cuda_tests 60 $PY -m pytest -q -p no:cacheprovider test/unit/test_runtime_memory.py \
