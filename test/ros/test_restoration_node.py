@@ -315,6 +315,7 @@ def test_parameters_change_live_and_invalid_values_are_rejected(spawn, probe_fac
     rejected = {
         'backend': ('gan', 'backend must be one of adaqual, classical, passthrough'),
         'steps': (0, 'out of range'),
+        'residual_guide': (65, 'out of range'),
         'tile_size': (100, 'multiple of 64'),
         'on_error': ('ignore', 'on_error must be one of passthrough, drop'),
         'cache__max_age_s': (-1.0, 'out of range'),
