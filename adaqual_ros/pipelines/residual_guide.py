@@ -9,7 +9,8 @@ residual that follows edges, streaks and flakes of the frame stays, structure th
 have is averaged away. Box sums by cumulative sums (cost independent of the radius; in float64,
 as float32 would lose the 1e-3 variances the filter divides by on a large frame). The linear
 coefficients are computed on a grid ``radius // 4`` times coarser and upsampled, as in He and
-Sun's fast guided filter: at 1280x720 on one CPU thread ~250 ms exact, ~30 ms this way.
+Sun's fast guided filter: at 1280x720 on one CPU thread ~250 ms exact, ~30 ms this way (scratch
+timing; the bench measures it in place).
 """
 import torch.nn.functional as F
 

@@ -41,10 +41,13 @@ def test_residual_that_follows_the_frame_stays_and_invented_texture_goes():
 
 
 def test_guided_filter_keeps_dtype_and_handles_tiny_frames():
-    guide = torch.rand(1, 1, 3, 40)
-    src = torch.rand(1, 3, 3, 40, dtype=torch.float64)
+    # Large enough to be filtered (a 3-row frame would come back untouched): the float32
+    # arithmetic inside goes back to the input's dtype and shape.
+    guide = torch.rand(1, 1, 48, 40)
+    src = torch.rand(1, 3, 48, 40, dtype=torch.float64)
     out = guided_filter(guide, src, 16, 1e-3)
     assert out.dtype == torch.float64 and out.shape == src.shape
+    assert not torch.equal(out, src)
     # Too small to reflect even a radius of 1: returned as is.
     tiny = torch.rand(1, 3, 2, 2)
     assert torch.equal(guided_filter(tiny[:, :1], tiny, 4, 1e-3), tiny)
