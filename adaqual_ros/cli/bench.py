@@ -67,6 +67,9 @@ def add_arguments(parser):
                              '(0 = off; default: the runtime default)')
     parser.add_argument('--skip-threshold', type=float, default=None,
                         help='quality at or above which regions are skipped')
+    parser.add_argument('--skip-margin', type=int, default=None,
+                        help='cells around each degraded cell restored too (default: the '
+                             'runtime default)')
     parser.add_argument('--profile', action='store_true',
                         help='also write torch.profiler tables (top ops) of the degraded stream '
                              'to OUT/profile_<resolution>_<backend>.txt')
@@ -322,6 +325,8 @@ def _base_settings(args):
         changes['tile_size'] = args.tile_size
     if args.skip_threshold is not None:
         changes['skip_threshold'] = args.skip_threshold
+    if args.skip_margin is not None:
+        changes['skip_margin'] = args.skip_margin
     if args.residual_guide is not None:
         changes['residual_guide'] = args.residual_guide
     return RestorerSettings(**changes)

@@ -52,6 +52,9 @@ def add_arguments(parser):
                        help='AdaQual DDIM steps (default: the runtime default, 2)')
         p.add_argument('--skip-threshold', type=float, default=None,
                        help='quality at or above which regions pass through (default 4.0)')
+        p.add_argument('--skip-margin', type=int, default=None,
+                       help="cells around each degraded cell restored too (the node's "
+                            '`skip_margin`; default: the runtime default)')
         p.add_argument('--residual-guide', type=int, default=None,
                        help='radius (px) of the guided filter of the predicted residual (the '
                             "node's `residual_guide`; 0 = off)")
@@ -123,6 +126,7 @@ class Row:
             threads=args.threads,
             # the same knobs as the node's parameters; unset = the runtime's defaults
             **{k: v for k, v in (('steps', args.steps), ('skip_threshold', args.skip_threshold),
+                                 ('skip_margin', args.skip_margin),
                                  ('seed', args.noise_seed),
                                  ('residual_guide', args.residual_guide))
                if v is not None})
@@ -374,6 +378,8 @@ def run(args):
             'noise_seed': 0 if args.noise_seed is None else args.noise_seed,
             'residual_guide': (RestorerSettings().residual_guide if args.residual_guide is None
                                else args.residual_guide),
+            'skip_margin': (RestorerSettings().skip_margin if args.skip_margin is None
+                            else args.skip_margin),
             'machine': f'{platform.machine()}, {torch.get_num_threads()} torch threads, '
                        f'{_cpu_count()} CPUs'}
     started = time.perf_counter()

@@ -190,6 +190,10 @@ RESTORATION_PARAMS = (
     ParamSpec('skip_threshold', _DEFAULTS.skip_threshold,
               'Regions with quality score at or above this pass through untouched (1-5 scale)',
               (1.0, 5.0)),
+    ParamSpec('skip_margin', _DEFAULTS.skip_margin,
+              'Quality cells around every degraded cell that are restored too: a cell passes '
+              'through only when its neighbourhood is clean as well (0 = each cell on its own '
+              'score)', (0, _settings.MAX_SKIP_MARGIN)),
     ParamSpec('residual_guide', _DEFAULTS.residual_guide,
               "Radius (px) of a guided filter of the model's predicted change by the input "
               'frame: keeps changes that follow the frame, averages away texture the model '
@@ -276,7 +280,7 @@ def settings_from_params(values, base=None):
         scene_threshold=get('cache.scene_threshold', base.cache.scene_threshold))
     changes = {key: get(key, getattr(base, key)) for key in (
         'backend', 'model_path', 'device', 'half', 'compile', 'compile_mode', 'steps',
-        'skip_threshold', 'residual_guide',
+        'skip_threshold', 'skip_margin', 'residual_guide',
         'tile_size',
         'quality_backend', 'quality_model_path', 'threads', 'on_error',
         'fallback_to_classical', 'seed')}

@@ -33,6 +33,7 @@ from adaqual_ros.runtime.settings import (
     BACKENDS,
     COMPILE_MODES,
     MAX_RESIDUAL_GUIDE,
+    MAX_SKIP_MARGIN,
     QUALITY_BACKENDS,
     CacheSettings,
     RestorerSettings,
@@ -186,6 +187,9 @@ def validate_settings(settings):
                          f'{settings.residual_guide}')
     if not 1.0 <= settings.skip_threshold <= 5.01:
         raise ValueError(f'skip_threshold must be in [1, 5.01], got {settings.skip_threshold}')
+    if not 0 <= settings.skip_margin <= MAX_SKIP_MARGIN:
+        raise ValueError(f'skip_margin must be in [0, {MAX_SKIP_MARGIN}] cells, got '
+                         f'{settings.skip_margin}')
     if settings.tile_size < AUTO_TILE:
         raise ValueError(f'tile_size must be >= 0 (0 = whole frame) or -1 (auto), got '
                          f'{settings.tile_size}')
@@ -199,6 +203,22 @@ def validate_settings(settings):
     if not isinstance(settings.cache, CacheSettings):
         raise ValueError('settings.cache must be CacheSettings')
     return settings
+
+
+def degraded_cells(scores, threshold, margin=0):
+    """
+    The (gh, gw) bool mask of cells to restore: score below ``threshold``, grown by ``margin``
+    cells (a square neighbourhood).
+
+    Why the margin: weather is spatially smooth, but the estimator reads single cells of a foggy
+    frame as clean (flat sky, dark road); alone they pass through as bright blocks between
+    restored cells, which costs the detector more than restoring them.
+    """
+    degraded = np.asarray(scores) < threshold
+    if margin > 0 and degraded.any():
+        k = 2 * int(margin) + 1
+        degraded = cv2.dilate(degraded.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    return degraded
 
 
 def _stream_seed(base, stream_id):
@@ -295,7 +315,7 @@ class Restorer:
         qmap, cache_hit = self._quality(runtime, stream_id, rgb_u8, quality_map, (height, width))
         timings['quality'] = _ms(t)
 
-        degraded = qmap.scores < settings.skip_threshold
+        degraded = degraded_cells(qmap.scores, settings.skip_threshold, settings.skip_margin)
         skipped = _clean_pixel_fraction(degraded, qmap.cell, (height, width))
         if not degraded.any() or runtime.backend.name == 'passthrough':
             timings['total'] = _ms(start)

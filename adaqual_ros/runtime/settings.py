@@ -20,6 +20,7 @@ class CacheSettings:
     scene_threshold: float = 0.08  # ... or when the thumbnail signature moves this far
 
 
+MAX_SKIP_MARGIN = 8  # cells: beyond this nothing but a fully clean frame would be skipped
 MAX_RESIDUAL_GUIDE = 64  # px: beyond a quality cell's size the filter only blurs the residual
 
 AUTO_TILE = -1
@@ -49,6 +50,8 @@ class RestorerSettings:
         half (`bool`): fp16 on CUDA (ignored on CPU).
         steps (`int`): DDIM sampling steps.
         skip_threshold (`float`): regions with quality >= this pass through untouched.
+        skip_margin (`int`): quality cells around every degraded cell that are restored too, so
+            only cells with a clean neighbourhood pass through (0 = each cell on its own score).
         tile_size (`int`): tile edge in pixels (rounded up to the quality cell); 0 = the whole
             frame; -1 (AUTO_TILE) = whole frames on CUDA, CPU_TILE px tiles elsewhere.
         quality_backend (`str`): one of QUALITY_BACKENDS.
@@ -82,6 +85,7 @@ class RestorerSettings:
     half: bool = True
     steps: int = 2
     skip_threshold: float = 4.0
+    skip_margin: int = 0
     tile_size: int = AUTO_TILE
     quality_backend: str = 'learned'
     quality_model_path: str = ''

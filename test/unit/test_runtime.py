@@ -229,6 +229,37 @@ def test_skip_border_is_soft(pipe):
     assert change[128] < change[136] < change[150] and change[128] < 0.2 * change[200]
 
 
+def test_degraded_cells_grow_by_the_skip_margin():
+    from adaqual_ros.runtime.restorer import degraded_cells
+
+    scores = np.full((5, 6), 5.0)
+    scores[0, 0] = 2.0  # one degraded corner cell
+    assert np.array_equal(degraded_cells(scores, 4.0), scores < 4.0)
+    grown = degraded_cells(scores, 4.0, margin=1)
+    assert grown[:2, :2].all() and grown.sum() == 4  # its neighbours, clipped at the border
+    assert degraded_cells(scores, 4.0, margin=2).sum() == 9
+    assert not degraded_cells(np.full((5, 6), 4.5), 4.0, margin=3).any()  # clean stays clean
+
+
+def test_skip_margin_restores_a_lone_clean_read_inside_degraded_cells(pipe):
+    h, w = 192, 192
+    degraded = np.ones((3, 3), bool)
+    degraded[1, 1] = False  # the estimator reads the middle of a foggy frame as clean
+    frame = haze(scene(h, w), t=0.3)
+    centre = (slice(80, 112), slice(80, 112))  # inside the middle cell, beyond the blend ramp
+    alone, grown = (Restorer(settings(backend='adaqual', skip_margin=m), pipeline=pipe).restore(
+        frame, quality_map=qmap_for(h, w, degraded)) for m in (0, 1))
+    assert np.array_equal(alone.image[centre], frame[centre])  # passed through on its own score
+    assert not np.array_equal(grown.image[centre], frame[centre])  # restored with its neighbours
+    assert alone.skipped_fraction == pytest.approx(1 / 9) and grown.skipped_fraction == 0
+    # A clean frame still comes back bit-identical whatever the margin.
+    clean = Restorer(settings(backend='adaqual', skip_margin=2), pipeline=pipe).restore(
+        frame, quality_map=qmap_for(h, w, np.zeros((3, 3), bool)))
+    assert np.array_equal(clean.image, frame) and clean.windows == 0
+    with pytest.raises(ValueError, match='skip_margin'):
+        Restorer(settings(backend='passthrough', skip_margin=9))
+
+
 def test_tiled_and_untiled_agree(pipe):
     h, w = 192, 256
     frame = haze(scene(h, w, seed=3))
