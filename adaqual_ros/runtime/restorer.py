@@ -211,9 +211,10 @@ def degraded_cells(scores, threshold, margin=0):
     The (gh, gw) bool mask of cells to restore: score below ``threshold``, grown by ``margin``
     cells (a square neighbourhood).
 
-    Why the margin: weather is spatially smooth, but the estimator reads single cells of a foggy
-    frame as clean (flat sky, dark road); alone they pass through as bright blocks between
-    restored cells, which costs the detector more than restoring them.
+    Why the margin: fog is spatially smooth, but the estimator reads cells of a foggy frame as
+    clean (flat bright fog, dark road, the cars themselves); they pass through as bright blocks
+    between restored cells, which on real fog costs the detector more than restoring them (README,
+    "Skip margin"; on rain, snow and clean frames the margin costs instead, so the default is 0).
     """
     degraded = np.asarray(scores) < threshold
     if margin > 0 and degraded.any():
