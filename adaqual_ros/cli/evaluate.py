@@ -115,6 +115,7 @@ class Row:
         self.name = name
         self.restorer = None
         self.used = set()
+        self.last_passed = None  # share of the last frame's pixels passed through untouched
         self.note = ''
         if name in ('raw', 'clahe'):
             return
@@ -153,6 +154,7 @@ class Row:
             return out, (time.perf_counter() - t0) * 1e3
         result = self.restorer.restore(rgb, stream_id=stream_id, color_order='rgb')
         self.used.add(result.backend)
+        self.last_passed = result.skipped_fraction
         return result.image, (time.perf_counter() - t0) * 1e3
 
 
@@ -198,6 +200,7 @@ class Evaluation:
         self.pooled = {r.name: DetectionAccumulator(detector.names) for r in rows}
         self.groups = {}
         self.restore_ms = {r.name: [] for r in rows}
+        self.passed = {}  # row -> 'all' / condition -> [share of pixels passed through]
         self.detect_ms = []
         self._pending = []
         self.strip = int(strip)
@@ -208,6 +211,10 @@ class Evaluation:
         for row in self.rows:
             image, ms = row(rgb, stream_id)
             self.restore_ms[row.name].append(ms)
+            if row.last_passed is not None:
+                passed = self.passed.setdefault(row.name, {})
+                for key in ('all',) if group is None else ('all', group):
+                    passed.setdefault(key, []).append(row.last_passed)
             self._pending.append((row.name, group, image, gt_boxes, gt_classes))
         if len(self._pending) >= self.batch * len(self.rows):
             self.flush()
@@ -427,6 +434,10 @@ def run(args):
         return 2
     meta['frames'] = count
     meta['wall_s'] = round(time.perf_counter() - started, 1)
+    if evaluation.passed:
+        # How much of each frame the restorer left untouched (skip_threshold, skip_margin).
+        meta['passed_through'] = {name: {k: round(float(np.mean(v)), 3) for k, v in by.items()}
+                                  for name, by in evaluation.passed.items()}
     if skipped:
         meta['skipped_rows'] = skipped
     used = {r.name: sorted(r.used) for r in rows if r.used}

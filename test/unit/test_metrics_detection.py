@@ -192,9 +192,13 @@ def test_evaluate_video_and_bag_against_clean_frames(asset, tmp_path):
               '--severity', '0.8', '--width', '320']
     assert adaqual(['evaluate', 'video', '--video', str(video), '--condition', 'haze,clean',
                     '--limit', '2', '--stride', '50', '--out', str(tmp_path / 'v')]
-                   + common) == 0
+                   + common + ['--backends', 'raw,clahe,classical']) == 0
     doc = json.loads((tmp_path / 'v' / 'report.json').read_text())
     assert doc['meta']['frames'] == 2 and set(doc['groups']) == {'haze', 'clean'}
+    # The share of each frame the restorer passed through, per condition (restorer rows only).
+    passed = doc['meta']['passed_through']
+    assert set(passed) == {'classical'} and set(passed['classical']) == {'all', 'haze', 'clean'}
+    assert 0.0 <= passed['classical']['haze'] < passed['classical']['clean'] <= 1.0
     clean, haze = doc['groups']['clean']['raw'], doc['groups']['haze']['raw']
     # Clean frames scored against their own detections: every reference object is found.
     assert clean['instances'] > 0 and clean['operating_point']['recall'] == 1.0
@@ -243,6 +247,8 @@ def test_evaluate_passes_restorer_knobs(tmp_path):
     # --noise-seed is the restorer's start-noise seed: another seed, another restored frame
     seeded = Row('adaqual', build_parser('evaluate').parse_args(base + ['--noise-seed', '3']))
     assert (seeded.restorer.settings.seed, default.restorer.settings.seed) == (3, 0)
+    margin = Row('adaqual', build_parser('evaluate').parse_args(base + ['--skip-margin', '1']))
+    assert (margin.restorer.settings.skip_margin, default.restorer.settings.skip_margin) == (1, 0)
     from adaqual_ros.weather import synthesize
     rgb = np.random.default_rng(0).integers(0, 256, (128, 192, 3), dtype=np.uint8)
     hazy = synthesize(rgb, 'haze', 0, severity=0.9).degraded
