@@ -212,7 +212,7 @@ def degraded_cells(scores, threshold, margin=0):
     cells (a square neighbourhood).
 
     Why the margin: fog is spatially smooth, but the estimator reads cells of a foggy frame as
-    clean (flat bright fog, dark road, the cars themselves); they pass through as bright blocks
+    clean (flat bright fog, dark road); they pass through as bright blocks
     between restored cells, which on real fog costs the detector more than restoring them (README,
     "Skip margin"; on rain, snow and clean frames the margin costs instead, so the default is 0).
     """
