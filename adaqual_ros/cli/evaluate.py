@@ -115,7 +115,7 @@ class Row:
         self.name = name
         self.restorer = None
         self.used = set()
-        self.last_passed = None  # share of the last frame's pixels passed through untouched
+        self.last_skipped = None  # share of the last frame's pixels left untouched
         self.note = ''
         if name in ('raw', 'clahe'):
             return
@@ -154,7 +154,7 @@ class Row:
             return out, (time.perf_counter() - t0) * 1e3
         result = self.restorer.restore(rgb, stream_id=stream_id, color_order='rgb')
         self.used.add(result.backend)
-        self.last_passed = result.skipped_fraction
+        self.last_skipped = result.skipped_fraction
         return result.image, (time.perf_counter() - t0) * 1e3
 
 
@@ -200,7 +200,7 @@ class Evaluation:
         self.pooled = {r.name: DetectionAccumulator(detector.names) for r in rows}
         self.groups = {}
         self.restore_ms = {r.name: [] for r in rows}
-        self.passed = {}  # row -> 'all' / condition -> [share of pixels passed through]
+        self.skipped = {}  # row -> 'all' / condition -> [share of pixels left untouched]
         self.detect_ms = []
         self._pending = []
         self.strip = int(strip)
@@ -211,10 +211,10 @@ class Evaluation:
         for row in self.rows:
             image, ms = row(rgb, stream_id)
             self.restore_ms[row.name].append(ms)
-            if row.last_passed is not None:
-                passed = self.passed.setdefault(row.name, {})
+            if row.last_skipped is not None:
+                skipped = self.skipped.setdefault(row.name, {})
                 for key in ('all',) if group is None else ('all', group):
-                    passed.setdefault(key, []).append(row.last_passed)
+                    skipped.setdefault(key, []).append(row.last_skipped)
             self._pending.append((row.name, group, image, gt_boxes, gt_classes))
         if len(self._pending) >= self.batch * len(self.rows):
             self.flush()
@@ -434,10 +434,11 @@ def run(args):
         return 2
     meta['frames'] = count
     meta['wall_s'] = round(time.perf_counter() - started, 1)
-    if evaluation.passed:
-        # How much of each frame the restorer left untouched (skip_threshold, skip_margin).
-        meta['passed_through'] = {name: {k: round(float(np.mean(v)), 3) for k, v in by.items()}
-                                  for name, by in evaluation.passed.items()}
+    if evaluation.skipped:
+        # How much of each frame the restorer left untouched (skip_threshold, skip_margin); the
+        # same measure as RestoreResult.skipped_fraction and the demo report's.
+        meta['skipped_fraction'] = {name: {k: round(float(np.mean(v)), 3) for k, v in by.items()}
+                                    for name, by in evaluation.skipped.items()}
     if skipped:
         meta['skipped_rows'] = skipped
     used = {r.name: sorted(r.used) for r in rows if r.used}

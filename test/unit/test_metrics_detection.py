@@ -195,10 +195,10 @@ def test_evaluate_video_and_bag_against_clean_frames(asset, tmp_path):
                    + common + ['--backends', 'raw,clahe,classical']) == 0
     doc = json.loads((tmp_path / 'v' / 'report.json').read_text())
     assert doc['meta']['frames'] == 2 and set(doc['groups']) == {'haze', 'clean'}
-    # The share of each frame the restorer passed through, per condition (restorer rows only).
-    passed = doc['meta']['passed_through']
-    assert set(passed) == {'classical'} and set(passed['classical']) == {'all', 'haze', 'clean'}
-    assert 0.0 <= passed['classical']['haze'] < passed['classical']['clean'] <= 1.0
+    # The share of each frame the restorer left untouched, per condition (restorer rows only).
+    skipped = doc['meta']['skipped_fraction']
+    assert set(skipped) == {'classical'} and set(skipped['classical']) == {'all', 'haze', 'clean'}
+    assert 0.0 <= skipped['classical']['haze'] < skipped['classical']['clean'] <= 1.0
     clean, haze = doc['groups']['clean']['raw'], doc['groups']['haze']['raw']
     # Clean frames scored against their own detections: every reference object is found.
     assert clean['instances'] > 0 and clean['operating_point']['recall'] == 1.0
