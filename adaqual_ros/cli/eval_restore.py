@@ -18,6 +18,7 @@ from pathlib import Path
 import sys
 import time
 
+import cv2
 import numpy as np
 
 REAL_SETS = ('rain100l', 'raindrop')
@@ -62,6 +63,13 @@ def add_arguments(parser):
     parser.add_argument('--residual-guide', type=int, default=None,
                         help='radius (px) of the guided filter of the predicted residual '
                              '(0 = off; default: the runtime default)')
+    parser.add_argument('--skip-threshold', type=float, default=None,
+                        help='score the AdaQual rows as the node delivers them: cells the '
+                             'map scores at or above this pass through (soft borders, as the '
+                             'runtime); default: every cell restored (the checkpoint itself)')
+    parser.add_argument('--skip-margin', type=int, default=0,
+                        help='with --skip-threshold: cells around each degraded cell restored '
+                             "too (the node's `skip_margin`)")
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--no-ablations', action='store_true', help='skip the ablations')
 
@@ -74,6 +82,22 @@ def _spread(n_total, limit):
 
 def _to_uint8(t):
     return (t.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def _skip_as_runtime(degraded, restored, qmap, threshold, margin):
+    """``restored`` with the cells the runtime would skip put back from ``degraded`` (uint8)."""
+    from adaqual_ros.runtime.restorer import degraded_cells
+    from adaqual_ros.runtime.settings import RestorerSettings
+    from adaqual_ros.runtime.tiling import skip_alpha
+
+    cells = degraded_cells(qmap.scores, threshold, margin)
+    if not cells.any():
+        return degraded
+    alpha = skip_alpha(cells, degraded.shape[:2], qmap.cell, RestorerSettings().blend_ramp)
+    if alpha is None:
+        return restored
+    # The runtime's uint8 blend (restorer._blend_back), so the figures are the node's frames.
+    return cv2.blendLinear(restored, degraded, alpha, 1.0 - alpha)
 
 
 def _summary(rows, repeats=1):
@@ -142,6 +166,16 @@ def _argument_problem(args):
         return 'give --clean-dir or --clean-video, not both'
     if args.noise_seeds < 1:
         return f'--noise-seeds must be at least 1, got {args.noise_seeds}'
+    if args.skip_threshold is not None or args.skip_margin:
+        from adaqual_ros.runtime.restorer import validate_settings
+        from adaqual_ros.runtime.settings import RestorerSettings
+
+        try:
+            validate_settings(RestorerSettings(
+                skip_threshold=5.01 if args.skip_threshold is None else args.skip_threshold,
+                skip_margin=args.skip_margin))
+        except ValueError as exc:
+            return str(exc)
     if args.video_stride < 1 or args.video_width < 64:
         return (f'--video-stride must be >= 1 and --video-width >= 64, got {args.video_stride}, '
                 f'{args.video_width}')
@@ -216,7 +250,11 @@ def run(args):
         res = pipe(x[None], [qmap], generator=g, num_inference_steps=steps,
                    prompts=None if prompts is None else [prompts], residual_guide=guide)
         timing['adaqual_ms'].append((time.perf_counter() - t) * 1000)
-        return _to_uint8(res.images[0]), res.prompts[0]
+        restored = _to_uint8(res.images[0])
+        if args.skip_threshold is not None:
+            restored = _skip_as_runtime(_to_uint8(x), restored, qmap, args.skip_threshold,
+                                        args.skip_margin)
+        return restored, res.prompts[0]
 
     def evaluate(dataset, condition, lq_t, gt, gt_qmap=None, ablate=False):
         lq = _to_uint8(lq_t)
@@ -307,6 +345,8 @@ def run(args):
         'noise': _noise_spread(per_seed, ablate=not args.no_ablations),
         'settings': {'model': str(args.model or 'shipped'), 'estimator': est_name,
                      'steps': args.steps, 'residual_guide': guide, 'seed': args.seed,
+                     'skip_threshold': args.skip_threshold,
+                     'skip_margin': args.skip_margin if args.skip_threshold is not None else None,
                      'noise_seeds': noise_seeds,
                      'images': args.images,
                      'limit': args.limit, 'heldout': str(held_dir),

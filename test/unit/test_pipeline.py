@@ -241,6 +241,50 @@ def test_eval_restore_noise_seeds_repeat_the_adaqual_rows(assets, tmp_path):
     assert 'Estimated vs synthesised quality map' in (tmp_path / 'two' / 'restore.md').read_text()
 
 
+def test_eval_restore_can_score_the_frames_the_node_delivers(assets, tmp_path, capsys):
+    """--skip-threshold puts the runtime's skip on the AdaQual rows (default: every cell)."""
+    if not (default_pipeline_path() / 'model_index.json').is_file():
+        pytest.skip('no shipped checkpoint yet')
+    import json
+
+    from adaqual_ros.cli.main import main
+    common = ['--assets', str(assets), '--limit', '2', '--images', '1', '--estimator',
+              'classical', '--no-real', '--no-ablations', '--clean-dir', 'data/clean/bsds500/test']
+    runs = {}
+    for name, extra in (('every', []), ('none', ['--skip-threshold', '1.0']),
+                        ('all', ['--skip-threshold', '5.01', '--skip-margin', '1'])):
+        assert main(['eval-restore', '--out', str(tmp_path / name), *common, *extra]) == 0
+        runs[name] = json.loads((tmp_path / name / 'restore.json').read_text())
+    # Every cell at or above 1.0 passes through: the AdaQual rows are the input itself ...
+    assert runs['none']['results']['adaqual'] == runs['none']['results']['input']
+    assert runs['none']['results']['adaqual_gt_quality'] == runs['none']['results']['input']
+    # ... and when no cell passes through they are the checkpoint's own figures.
+    assert runs['all']['results']['adaqual'] == runs['every']['results']['adaqual']
+    assert runs['every']['results']['adaqual'] != runs['every']['results']['input']
+    settings = {name: run['settings'] for name, run in runs.items()}
+    assert (settings['none']['skip_threshold'], settings['every']['skip_threshold'],
+            settings['all']['skip_margin']) == (1.0, None, 1)
+    capsys.readouterr()
+    assert main(['eval-restore', '--out', str(tmp_path / 'bad'), *common, '--skip-threshold',
+                 '4', '--skip-margin', '9']) == 2
+    assert 'skip_margin must be in [0, 8]' in capsys.readouterr().err
+
+
+def test_skip_as_runtime_keeps_clean_cells_and_ramps_into_degraded_ones():
+    from adaqual_ros.cli.eval_restore import _skip_as_runtime
+    from adaqual_ros.quality.types import QualityMap
+
+    degraded = np.full((64, 192, 3), 40, np.uint8)
+    restored = np.full((64, 192, 3), 200, np.uint8)
+    qmap = QualityMap(np.array([[5.0, 2.0, 2.0]]), np.zeros((1, 3, 4)), 64, (64, 192))
+    out = _skip_as_runtime(degraded, restored, qmap, 4.0, 0)
+    assert np.array_equal(out[:, :64], degraded[:, :64])  # the clean cell, bit-identical
+    assert np.array_equal(out[:, 100:], restored[:, 100:])  # deep in the degraded cells
+    assert 40 < out[0, 66, 0] < 200  # the soft border
+    grown = _skip_as_runtime(degraded, restored, qmap, 4.0, 1)  # the margin takes the clean cell
+    assert np.array_equal(grown, restored)
+
+
 def test_eval_restore_on_frames_of_a_clean_video(assets, tmp_path, capsys):
     if not (default_pipeline_path() / 'model_index.json').is_file():
         pytest.skip('no shipped checkpoint yet')
