@@ -166,14 +166,15 @@ def _argument_problem(args):
         return 'give --clean-dir or --clean-video, not both'
     if args.noise_seeds < 1:
         return f'--noise-seeds must be at least 1, got {args.noise_seeds}'
-    if args.skip_threshold is not None or args.skip_margin:
+    if args.skip_margin and args.skip_threshold is None:
+        return '--skip-margin needs --skip-threshold (without it every cell is restored)'
+    if args.skip_threshold is not None:
         from adaqual_ros.runtime.restorer import validate_settings
         from adaqual_ros.runtime.settings import RestorerSettings
 
         try:
-            validate_settings(RestorerSettings(
-                skip_threshold=5.01 if args.skip_threshold is None else args.skip_threshold,
-                skip_margin=args.skip_margin))
+            validate_settings(RestorerSettings(skip_threshold=args.skip_threshold,
+                                               skip_margin=args.skip_margin))
         except ValueError as exc:
             return str(exc)
     if args.video_stride < 1 or args.video_width < 64:

@@ -268,6 +268,9 @@ def test_eval_restore_can_score_the_frames_the_node_delivers(assets, tmp_path, c
     assert main(['eval-restore', '--out', str(tmp_path / 'bad'), *common, '--skip-threshold',
                  '4', '--skip-margin', '9']) == 2
     assert 'skip_margin must be in [0, 8]' in capsys.readouterr().err
+    assert main(['eval-restore', '--out', str(tmp_path / 'bad'), *common, '--skip-margin',
+                 '1']) == 2
+    assert '--skip-margin needs --skip-threshold' in capsys.readouterr().err
 
 
 def test_skip_as_runtime_keeps_clean_cells_and_ramps_into_degraded_ones():
