@@ -1,7 +1,7 @@
 #!/bin/bash
 # GPU speed session (a lent H100/H200, at most ~9 minutes): the paper-size config at 1280x720,
 # fp16, 2 steps, whole-frame windows (the CUDA default), eager and compiled (default mode, CUDA
-# graphs, and CUDA graphs with cuDNN's heuristic algorithms instead of timed ones); CUDA
+# graphs, and CUDA graphs with cuDNN's timed algorithms instead of its heuristic ones); CUDA
 # correctness checks (tools/gpu_check.py); the shipped small checkpoint, with and without the
 # residual guide; the CUDA-only tests.
 # One machine, one run, side by side, in order of priority.
@@ -22,10 +22,12 @@ WARMUP=${WARMUP:-3}
 S=runs/speed
 mkdir -p "$OUT" $S
 . tools/gpu_env.sh $S/device.txt
+# why a compiled graph ran without CUDA graphs, in the step logs
+export TORCH_LOGS=${TORCH_LOGS:-perf_hints}
 B="$PY -m adaqual_ros.cli.main bench --device $DEVICE --backends adaqual --frames $FRAMES
   --warmup $WARMUP --threads 4 --no-ratios --tile-size 0"
 START=$(date +%s)
-DEADLINE=${DEADLINE:-530}  # seconds for all steps; a step gets what is left of it, at most its own limit
+DEADLINE=${DEADLINE:-480}  # seconds for all steps; a step gets what is left of it, at most its own limit
 left() { echo $((DEADLINE - $(date +%s) + START)); }
 pack() { tar czf "$OUT/speed.tgz" -C runs speed; }
 limit() {  # a step's limit: its own, cut to what is left; 0 = skip
@@ -53,18 +55,21 @@ check() {  # name, time limit (s), command...
   echo "rc=$?"; grep -v Loading "$S/$name.log" | tail -25
   pack
 }
-step paper_eager 120 --model-config "$PAPER" --resolutions "$RES" --profile
 step paper_cudagraphs 220 --model-config "$PAPER" --resolutions "$RES" --compile \
-  --compile-mode reduce-overhead
-step paper_cudagraphs_heuristic 150 --model-config "$PAPER" --resolutions "$RES" --compile \
-  --compile-mode reduce-overhead --no-cudnn-benchmark
-check gpu_check 150 $PY tools/gpu_check.py $S/gpu_check.json
+  --compile-mode reduce-overhead --profile
+# cuDNN's heuristic convolution algorithms (the default) against timed ones, eager: the
+# network's GPU time per frame is in each profile
+step paper_eager 90 --model-config "$PAPER" --resolutions "$RES" --profile
+step paper_eager_cudnn_timed 90 --model-config "$PAPER" --resolutions "$RES" --profile \
+  --cudnn-benchmark
 step small_eager 90 --resolutions "$SMALL_RES"
 # the residual guide's cost on a GPU: the same step with the guide off (default 16 px above)
 step small_eager_noguide 60 --resolutions "$SMALL_RES" --residual-guide 0
-step paper_compiled 180 --model-config "$PAPER" --resolutions "$RES" --compile
+step paper_cudagraphs_cudnn_timed 150 --model-config "$PAPER" --resolutions "$RES" --compile \
+  --compile-mode reduce-overhead --cudnn-benchmark
 step small_cudagraphs 100 --resolutions "$SMALL_RES" --compile --compile-mode reduce-overhead
 check cuda_tests 60 $PY -m pytest -q -p no:cacheprovider test/unit/test_runtime_memory.py \
   test/unit/test_model.py
+check gpu_check 150 $PY tools/gpu_check.py $S/gpu_check.json
 echo "== $(date +%T) done"
 ls -la "$OUT"

@@ -48,8 +48,9 @@ def add_arguments(parser):
     parser.add_argument('--compile-mode', default='default',
                         help="torch.compile mode with --compile: 'default', 'reduce-overhead' "
                              "(CUDA graphs) or 'max-autotune-no-cudagraphs'")
-    parser.add_argument('--no-cudnn-benchmark', action='store_true',
-                        help="CUDA: keep cuDNN's heuristic convolution algorithms (no timing)")
+    parser.add_argument('--cudnn-benchmark', action='store_true',
+                        help='CUDA: let cuDNN time its convolution algorithms per shape '
+                             '(default: its heuristic choice)')
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
     parser.add_argument('--model-path', default='', help='pipeline folder (default: shipped)')
     parser.add_argument('--model-config', default='',
@@ -314,7 +315,7 @@ def _base_settings(args):
 
     changes = {'device': args.device, 'half': not args.no_half, 'compile': args.compile,
                'compile_mode': args.compile_mode,
-               'cudnn_benchmark': not args.no_cudnn_benchmark,
+               'cudnn_benchmark': args.cudnn_benchmark,
                'threads': args.threads, 'model_path': args.model_path, 'steps': args.steps,
                'quality_backend': args.quality_backend,
                'quality_model_path': args.quality_model_path,

@@ -72,7 +72,9 @@ class RestorerSettings:
         channels_last (`bool`): channels_last memory format for the network.
         cudnn_benchmark (`bool`): on CUDA, let cuDNN time its convolution algorithms once per
             input shape and keep the fastest (torch.backends.cudnn.benchmark, a process-wide
-            switch); whole-frame windows, CUDA's default, give one shape per camera.
+            switch); whole-frame windows, CUDA's default, give one shape per camera. Off by
+            default: on an H200 it gained nothing with CUDA graphs and cost eager frames 20 %
+            (README, GPU section).
         residual_guide (`int`): radius in pixels of a guided filter of the model's predicted
             residual by the degraded frame (0 = off): keeps the residual that follows the frame's
             own structure and averages away texture the model invents in flat fog. 16 px (a
@@ -101,7 +103,7 @@ class RestorerSettings:
     merge_tiles: bool = True
     blend_ramp: int = 16
     channels_last: bool = True
-    cudnn_benchmark: bool = True
+    cudnn_benchmark: bool = False
     residual_guide: int = 16
 
     def with_changes(self, **changes):
