@@ -71,6 +71,9 @@ def add_arguments(parser):
     parser.add_argument('--skip-margin', type=int, default=None,
                         help='cells around each degraded cell restored too (default: the '
                              'runtime default)')
+    parser.add_argument('--whole-frame-share', type=float, default=None,
+                        help='share of degraded cells at which the whole frame is restored '
+                             '(default: the runtime default, 1 = off)')
     parser.add_argument('--profile', action='store_true',
                         help='also write torch.profiler tables (top ops) of the degraded stream '
                              'to OUT/profile_<resolution>_<backend>.txt')
@@ -328,6 +331,8 @@ def _base_settings(args):
         changes['skip_threshold'] = args.skip_threshold
     if args.skip_margin is not None:
         changes['skip_margin'] = args.skip_margin
+    if args.whole_frame_share is not None:
+        changes['whole_frame_share'] = args.whole_frame_share
     if args.residual_guide is not None:
         changes['residual_guide'] = args.residual_guide
     return RestorerSettings(**changes)

@@ -70,6 +70,10 @@ def add_arguments(parser):
     parser.add_argument('--skip-margin', type=int, default=0,
                         help='with --skip-threshold: cells around each degraded cell restored '
                              "too (the node's `skip_margin`)")
+    parser.add_argument('--whole-frame-share', type=float, default=None,
+                        help='with --skip-threshold: share of degraded cells at which the whole '
+                             "frame is restored (the node's `whole_frame_share`; default: the "
+                             'runtime default; 1 = off)')
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--no-ablations', action='store_true', help='skip the ablations')
 
@@ -84,13 +88,13 @@ def _to_uint8(t):
     return (t.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def _skip_as_runtime(degraded, restored, qmap, threshold, margin):
+def _skip_as_runtime(degraded, restored, qmap, threshold, margin, whole_share):
     """``restored`` with the cells the runtime would skip put back from ``degraded`` (uint8)."""
     from adaqual_ros.runtime.restorer import degraded_cells
     from adaqual_ros.runtime.settings import RestorerSettings
     from adaqual_ros.runtime.tiling import skip_alpha
 
-    cells = degraded_cells(qmap.scores, threshold, margin)
+    cells = degraded_cells(qmap.scores, threshold, margin, whole_share)
     if not cells.any():
         return degraded
     alpha = skip_alpha(cells, degraded.shape[:2], qmap.cell, RestorerSettings().blend_ramp)
@@ -160,6 +164,15 @@ def _load_estimator(name, cell, path=''):
         return build_estimator('classical', cell=cell), 'classical'
 
 
+def _whole_share(args):
+    """--whole-frame-share, or the runtime's default (it applies with --skip-threshold only)."""
+    from adaqual_ros.runtime.settings import RestorerSettings
+
+    if args.whole_frame_share is None:
+        return RestorerSettings().whole_frame_share
+    return args.whole_frame_share
+
+
 def _argument_problem(args):
     """The reason the arguments cannot run, or None."""
     if args.clean_video and args.clean_dir != HELDOUT_CLEAN_DIR:
@@ -168,13 +181,16 @@ def _argument_problem(args):
         return f'--noise-seeds must be at least 1, got {args.noise_seeds}'
     if args.skip_margin and args.skip_threshold is None:
         return '--skip-margin needs --skip-threshold (without it every cell is restored)'
+    if args.whole_frame_share is not None and args.skip_threshold is None:
+        return '--whole-frame-share needs --skip-threshold (without it every cell is restored)'
     if args.skip_threshold is not None:
         from adaqual_ros.runtime.restorer import validate_settings
         from adaqual_ros.runtime.settings import RestorerSettings
 
         try:
             validate_settings(RestorerSettings(skip_threshold=args.skip_threshold,
-                                               skip_margin=args.skip_margin))
+                                               skip_margin=args.skip_margin,
+                                               whole_frame_share=_whole_share(args)))
         except ValueError as exc:
             return str(exc)
     if args.video_stride < 1 or args.video_width < 64:
@@ -254,7 +270,7 @@ def run(args):
         restored = _to_uint8(res.images[0])
         if args.skip_threshold is not None:
             restored = _skip_as_runtime(_to_uint8(x), restored, qmap, args.skip_threshold,
-                                        args.skip_margin)
+                                        args.skip_margin, _whole_share(args))
         return restored, res.prompts[0]
 
     def evaluate(dataset, condition, lq_t, gt, gt_qmap=None, ablate=False):
@@ -348,6 +364,8 @@ def run(args):
                      'steps': args.steps, 'residual_guide': guide, 'seed': args.seed,
                      'skip_threshold': args.skip_threshold,
                      'skip_margin': args.skip_margin if args.skip_threshold is not None else None,
+                     'whole_frame_share': (_whole_share(args)
+                                           if args.skip_threshold is not None else None),
                      'noise_seeds': noise_seeds,
                      'images': args.images,
                      'limit': args.limit, 'heldout': str(held_dir),

@@ -55,6 +55,9 @@ def add_arguments(parser):
         p.add_argument('--skip-margin', type=int, default=None,
                        help="cells around each degraded cell restored too (the node's "
                             '`skip_margin`; default: the runtime default)')
+        p.add_argument('--whole-frame-share', type=float, default=None,
+                       help="share of degraded cells at which the whole frame is restored (the "
+                            "node's `whole_frame_share`; default: the runtime default, 1 = off)")
         p.add_argument('--residual-guide', type=int, default=None,
                        help='radius (px) of the guided filter of the predicted residual (the '
                             "node's `residual_guide`; 0 = off)")
@@ -128,6 +131,7 @@ class Row:
             # the same knobs as the node's parameters; unset = the runtime's defaults
             **{k: v for k, v in (('steps', args.steps), ('skip_threshold', args.skip_threshold),
                                  ('skip_margin', args.skip_margin),
+                                 ('whole_frame_share', args.whole_frame_share),
                                  ('seed', args.noise_seed),
                                  ('residual_guide', args.residual_guide))
                if v is not None})
@@ -387,6 +391,8 @@ def run(args):
                                else args.residual_guide),
             'skip_margin': (RestorerSettings().skip_margin if args.skip_margin is None
                             else args.skip_margin),
+            'whole_frame_share': (RestorerSettings().whole_frame_share
+                                  if args.whole_frame_share is None else args.whole_frame_share),
             'machine': f'{platform.machine()}, {torch.get_num_threads()} torch threads, '
                        f'{_cpu_count()} CPUs'}
     started = time.perf_counter()

@@ -194,6 +194,12 @@ RESTORATION_PARAMS = (
               'Quality cells around every degraded cell that are restored too: a cell passes '
               'through only when its neighbourhood is clean as well (0 = each cell on its own '
               'score)', (0, _settings.MAX_SKIP_MARGIN)),
+    ParamSpec('whole_frame_share', _DEFAULTS.whole_frame_share,
+              "When at least this share of a frame's cells scores below skip_threshold, the "
+              'whole frame is restored: fog covers frames, stray degraded reads on a clean '
+              'frame do not (1.0 = off)', (0.0, 1.0),
+              check=lambda v: None if v > 0 else 'must be above 0 (1.0 = off)',
+              choices_note='(0.0, 1.0]'),
     ParamSpec('residual_guide', _DEFAULTS.residual_guide,
               "Radius (px) of a guided filter of the model's predicted change by the input "
               'frame: keeps changes that follow the frame, averages away texture the model '
@@ -280,7 +286,7 @@ def settings_from_params(values, base=None):
         scene_threshold=get('cache.scene_threshold', base.cache.scene_threshold))
     changes = {key: get(key, getattr(base, key)) for key in (
         'backend', 'model_path', 'device', 'half', 'compile', 'compile_mode', 'steps',
-        'skip_threshold', 'skip_margin', 'residual_guide',
+        'skip_threshold', 'skip_margin', 'whole_frame_share', 'residual_guide',
         'tile_size',
         'quality_backend', 'quality_model_path', 'threads', 'on_error',
         'fallback_to_classical', 'seed')}

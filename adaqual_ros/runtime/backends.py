@@ -273,8 +273,11 @@ class AdaQualBackend(RestorationBackend):
                     output = call()
                 if count:
                     self._count_cudagraph_skips(cudagraph_skips() - skips)
-                restored = output.images.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
-            bad = int(restored.size - np.count_nonzero(np.isfinite(restored)))
+                images = output.images
+                # Counted where the frame is (no host pass over it); the count's sync is the
+                # download's anyway.
+                bad = int(images.numel() - torch.isfinite(images).sum())
+                restored = images.float().permute(0, 2, 3, 1).contiguous().cpu().numpy()
             if bad:
                 # NaN would turn into black pixels on the way to uint8: a silently wrong frame.
                 raise NonFiniteOutputError(

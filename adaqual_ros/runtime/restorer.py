@@ -191,6 +191,9 @@ def validate_settings(settings):
     if not 0 <= settings.skip_margin <= MAX_SKIP_MARGIN:
         raise ValueError(f'skip_margin must be in [0, {MAX_SKIP_MARGIN}] cells, got '
                          f'{settings.skip_margin}')
+    if not 0.0 < settings.whole_frame_share <= 1.0:
+        raise ValueError(f'whole_frame_share must be in (0, 1] (1 = off), got '
+                         f'{settings.whole_frame_share}')
     if settings.tile_size < AUTO_TILE:
         raise ValueError(f'tile_size must be >= 0 (0 = whole frame) or -1 (auto), got '
                          f'{settings.tile_size}')
@@ -206,10 +209,11 @@ def validate_settings(settings):
     return settings
 
 
-def degraded_cells(scores, threshold, margin=0):
+def degraded_cells(scores, threshold, margin=0, whole_share=1.0):
     """
     The (gh, gw) bool mask of cells to restore: score below ``threshold``, grown by ``margin``
-    cells (a square neighbourhood).
+    cells (a square neighbourhood); every cell when at least ``whole_share`` of them score below
+    ``threshold`` (a frame without such a cell stays clean whatever the share).
 
     Why the margin: fog is spatially smooth, but the estimator reads cells of a foggy frame as
     clean (flat bright fog, dark road); they pass through as bright blocks
@@ -217,6 +221,8 @@ def degraded_cells(scores, threshold, margin=0):
     "Skip margin"; on rain, snow and clean frames the margin costs instead, so the default is 0).
     """
     degraded = np.asarray(scores) < threshold
+    if degraded.any() and degraded.mean() >= whole_share:
+        return np.ones_like(degraded)
     if margin > 0 and degraded.any():
         k = 2 * int(margin) + 1
         degraded = cv2.dilate(degraded.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
@@ -317,7 +323,8 @@ class Restorer:
         qmap, cache_hit = self._quality(runtime, stream_id, rgb_u8, quality_map, (height, width))
         timings['quality'] = _ms(t)
 
-        degraded = degraded_cells(qmap.scores, settings.skip_threshold, settings.skip_margin)
+        degraded = degraded_cells(qmap.scores, settings.skip_threshold, settings.skip_margin,
+                                  settings.whole_frame_share)
         skipped = _clean_pixel_fraction(degraded, qmap.cell, (height, width))
         if not degraded.any() or runtime.backend.name == 'passthrough':
             timings['total'] = _ms(start)

@@ -52,6 +52,10 @@ class RestorerSettings:
         skip_threshold (`float`): regions with quality >= this pass through untouched.
         skip_margin (`int`): quality cells around every degraded cell that are restored too, so
             only cells with a clean neighbourhood pass through (0 = each cell on its own score).
+        whole_frame_share (`float`): when at least this share of a frame's cells scores below
+            skip_threshold, every cell of the frame is restored (fog covers frames, stray
+            degraded reads on a clean frame do not); 1.0 = off. 0.7 keeps a half-clean frame
+            adaptive (the estimator reads 40-57 % of its cells as degraded).
         tile_size (`int`): tile edge in pixels (rounded up to the quality cell); 0 = the whole
             frame; -1 (AUTO_TILE) = whole frames on CUDA, CPU_TILE px tiles elsewhere.
         quality_backend (`str`): one of QUALITY_BACKENDS.
@@ -88,6 +92,7 @@ class RestorerSettings:
     steps: int = 2
     skip_threshold: float = 4.0
     skip_margin: int = 0
+    whole_frame_share: float = 0.7
     tile_size: int = AUTO_TILE
     quality_backend: str = 'learned'
     quality_model_path: str = ''

@@ -317,6 +317,7 @@ def test_parameters_change_live_and_invalid_values_are_rejected(spawn, probe_fac
         'steps': (0, 'out of range'),
         'residual_guide': (65, 'out of range'),
         'skip_margin': (9, 'out of range'),
+        'whole_frame_share': (0.0, 'must be above 0'),
         'tile_size': (100, 'multiple of 64'),
         'on_error': ('ignore', 'on_error must be one of passthrough, drop'),
         'cache__max_age_s': (-1.0, 'out of range'),

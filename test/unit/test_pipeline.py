@@ -271,6 +271,12 @@ def test_eval_restore_can_score_the_frames_the_node_delivers(assets, tmp_path, c
     assert main(['eval-restore', '--out', str(tmp_path / 'bad'), *common, '--skip-margin',
                  '1']) == 2
     assert '--skip-margin needs --skip-threshold' in capsys.readouterr().err
+    assert main(['eval-restore', '--out', str(tmp_path / 'bad'), *common, '--whole-frame-share',
+                 '0.5']) == 2
+    assert '--whole-frame-share needs --skip-threshold' in capsys.readouterr().err
+    assert main(['eval-restore', '--out', str(tmp_path / 'bad'), *common, '--skip-threshold',
+                 '4', '--whole-frame-share', '0']) == 2
+    assert 'whole_frame_share must be in (0, 1]' in capsys.readouterr().err
 
 
 def test_skip_as_runtime_keeps_clean_cells_and_ramps_into_degraded_ones():
@@ -280,12 +286,15 @@ def test_skip_as_runtime_keeps_clean_cells_and_ramps_into_degraded_ones():
     degraded = np.full((64, 192, 3), 40, np.uint8)
     restored = np.full((64, 192, 3), 200, np.uint8)
     qmap = QualityMap(np.array([[5.0, 2.0, 2.0]]), np.zeros((1, 3, 4)), 64, (64, 192))
-    out = _skip_as_runtime(degraded, restored, qmap, 4.0, 0)
+    out = _skip_as_runtime(degraded, restored, qmap, 4.0, 0, 1.0)
     assert np.array_equal(out[:, :64], degraded[:, :64])  # the clean cell, bit-identical
     assert np.array_equal(out[:, 100:], restored[:, 100:])  # deep in the degraded cells
     assert 40 < out[0, 66, 0] < 200  # the soft border
-    grown = _skip_as_runtime(degraded, restored, qmap, 4.0, 1)  # the margin takes the clean cell
+    grown = _skip_as_runtime(degraded, restored, qmap, 4.0, 1, 1.0)  # the margin takes all
     assert np.array_equal(grown, restored)
+    whole = _skip_as_runtime(degraded, restored, qmap, 4.0, 0, 0.6)  # 2 of 3 cells degraded
+    assert np.array_equal(whole, restored)
+    assert np.array_equal(_skip_as_runtime(degraded, restored, qmap, 4.0, 0, 0.7), out)
 
 
 def test_eval_restore_on_frames_of_a_clean_video(assets, tmp_path, capsys):

@@ -241,14 +241,46 @@ def test_degraded_cells_grow_by_the_skip_margin():
     assert not degraded_cells(np.full((5, 6), 4.5), 4.0, margin=3).any()  # clean stays clean
 
 
+def test_degraded_cells_take_the_whole_frame_above_the_share():
+    from adaqual_ros.runtime.restorer import degraded_cells
+
+    scores = np.full((5, 6), 5.0)
+    scores[0, :3] = 2.0  # 3 of 30 cells degraded
+    assert degraded_cells(scores, 4.0, whole_share=0.1).all()  # at the share: every cell
+    assert np.array_equal(degraded_cells(scores, 4.0, whole_share=0.11), scores < 4.0)
+    assert degraded_cells(scores, 4.0, margin=1, whole_share=0.11).sum() == 8  # margin as before
+    assert not degraded_cells(np.full((5, 6), 4.5), 4.0, whole_share=0.01).any()  # clean stays
+
+
+def test_whole_frame_share_restores_the_clean_reads_of_a_mostly_degraded_frame(pipe):
+    h, w = 192, 192
+    degraded = np.zeros((3, 3), bool)
+    degraded[:2] = True  # 6 of 9 cells read as degraded
+    frame = haze(scene(h, w), t=0.3)
+    corner = (slice(160, 192), slice(0, 32))  # a clean-read cell, beyond the blend ramp
+    cells, whole = (Restorer(settings(backend='adaqual', whole_frame_share=s), pipeline=pipe)
+                    .restore(frame, quality_map=qmap_for(h, w, degraded)) for s in (0.7, 0.6))
+    assert np.array_equal(cells.image[corner], frame[corner])  # 6/9 < 0.7: cells on their own
+    assert not np.array_equal(whole.image[corner], frame[corner])  # 6/9 >= 0.6: every cell
+    assert cells.skipped_fraction == pytest.approx(1 / 3) and whole.skipped_fraction == 0
+    clean = Restorer(settings(backend='adaqual', whole_frame_share=0.01), pipeline=pipe).restore(
+        frame, quality_map=qmap_for(h, w, np.zeros((3, 3), bool)))
+    assert np.array_equal(clean.image, frame) and clean.windows == 0
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match='whole_frame_share'):
+            Restorer(settings(backend='passthrough', whole_frame_share=bad))
+
+
 def test_skip_margin_restores_a_lone_clean_read_inside_degraded_cells(pipe):
     h, w = 192, 192
     degraded = np.ones((3, 3), bool)
     degraded[1, 1] = False  # the estimator reads the middle of a foggy frame as clean
     frame = haze(scene(h, w), t=0.3)
     centre = (slice(80, 112), slice(80, 112))  # inside the middle cell, beyond the blend ramp
-    alone, grown = (Restorer(settings(backend='adaqual', skip_margin=m), pipeline=pipe).restore(
-        frame, quality_map=qmap_for(h, w, degraded)) for m in (0, 1))
+    # 8 of 9 cells degraded: whole_frame_share off, so that the margin alone decides
+    alone, grown = (Restorer(settings(backend='adaqual', skip_margin=m, whole_frame_share=1.0),
+                             pipeline=pipe).restore(frame, quality_map=qmap_for(h, w, degraded))
+                    for m in (0, 1))
     assert np.array_equal(alone.image[centre], frame[centre])  # passed through on its own score
     assert not np.array_equal(grown.image[centre], frame[centre])  # restored with its neighbours
     assert alone.skipped_fraction == pytest.approx(1 / 9) and grown.skipped_fraction == 0
