@@ -6,8 +6,9 @@ The Restorer: one call per camera frame, compute that follows degradation.
     result.image          # same shape, dtype and colour order as the input
 
 Per frame: convert once to RGB -> quality map through the per-stream cache -> cells at or above
-``skip_threshold`` are skipped unless within ``skip_margin`` cells of a degraded one (a clean
-frame returns at once, bit-identical) -> the backend
+``skip_threshold`` are skipped unless within ``skip_margin`` cells of a degraded one, or unless
+``whole_frame_share`` of the cells are degraded (then none is; a clean frame returns at once,
+bit-identical) -> the backend
 restores cell-aligned windows over the degraded cells, batched -> restored and original pixels are
 blended (soft ramp at skip borders, skipped pixels exact) -> converted back to the input format.
 
