@@ -123,8 +123,8 @@ def cudagraph_skips():
 
 def to_device_tensor(batch, plan):
     """(B, H, W, 3) float32 numpy in [0, 1] -> (B, 3, H, W) tensor on the plan's device/dtype."""
-    # Copied as it is, then converted on the device: a dtype or layout change in the same `.to`
-    # as the device change runs on the host first (a CPU pass over the frame per call).
+    # Copied as it is, then permuted and converted on the device: a permuted view handed to the
+    # device copy is first made contiguous on the host (a strided CPU pass over the frame).
     tensor = torch.from_numpy(batch).to(device=plan.device, non_blocking=plan.is_cuda)
     memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
     return tensor.permute(0, 3, 1, 2).to(dtype=plan.dtype, memory_format=memory_format)
