@@ -1,9 +1,8 @@
 #!/bin/bash
 # GPU speed session (a lent H100/H200, at most ~9 minutes): the paper-size config at 1280x720,
-# fp16, 2 steps, whole-frame windows (the CUDA default), eager and compiled (default mode, CUDA
-# graphs, and CUDA graphs with cuDNN's timed algorithms instead of its heuristic ones); CUDA
-# correctness checks (tools/gpu_check.py); the shipped small checkpoint, with and without the
-# residual guide; the CUDA-only tests.
+# fp16, whole-frame windows (the CUDA default), with CUDA graphs at 2 steps (profiled) and 1 step,
+# and eager; the shipped small checkpoint with CUDA graphs and eager; the CUDA-only tests; CUDA
+# correctness checks (tools/gpu_check.py).
 # One machine, one run, side by side, in order of priority.
 #
 # Expects .gpu/whl/*.whl (diffusers + importlib_metadata) and .gpu/shared/data/video/people.mp4
@@ -57,19 +56,14 @@ check() {  # name, time limit (s), command...
 }
 step paper_cudagraphs 220 --model-config "$PAPER" --resolutions "$RES" --compile \
   --compile-mode reduce-overhead --profile
-# cuDNN's heuristic convolution algorithms (the default) against timed ones, eager: the
-# network's GPU time per frame is in each profile
-step paper_eager 90 --model-config "$PAPER" --resolutions "$RES" --profile
-step paper_eager_cudnn_timed 90 --model-config "$PAPER" --resolutions "$RES" --profile \
-  --cudnn-benchmark
-step small_eager 90 --resolutions "$SMALL_RES"
-# the residual guide's cost on a GPU: the same step with the guide off (default 16 px above)
-step small_eager_noguide 60 --resolutions "$SMALL_RES" --residual-guide 0
-step paper_cudagraphs_cudnn_timed 150 --model-config "$PAPER" --resolutions "$RES" --compile \
-  --compile-mode reduce-overhead --cudnn-benchmark
-step small_cudagraphs 100 --resolutions "$SMALL_RES" --compile --compile-mode reduce-overhead
+# one sampling step (a node option, `steps:=1`): half the network work per frame
+step paper_cudagraphs_steps1 150 --model-config "$PAPER" --resolutions "$RES" --compile \
+  --compile-mode reduce-overhead --steps 1
+step small_cudagraphs 120 --resolutions "$SMALL_RES" --compile --compile-mode reduce-overhead
+step paper_eager 60 --model-config "$PAPER" --resolutions "$RES"
 check cuda_tests 60 $PY -m pytest -q -p no:cacheprovider test/unit/test_runtime_memory.py \
   test/unit/test_model.py
+step small_eager 60 --resolutions "$SMALL_RES"
 check gpu_check 150 $PY tools/gpu_check.py $S/gpu_check.json
 echo "== $(date +%T) done"
 ls -la "$OUT"
