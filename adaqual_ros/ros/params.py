@@ -197,7 +197,8 @@ RESTORATION_PARAMS = (
     ParamSpec('whole_frame_share', _DEFAULTS.whole_frame_share,
               "When at least this share of a frame's cells scores below skip_threshold, the "
               'whole frame is restored: fog covers frames, stray degraded reads on a clean '
-              'frame do not (1.0 = off)', (0.0, 1.0),
+              'frame do not; a stream restored whole stays whole down to 0.1 below it '
+              '(1.0 = off)', (0.0, 1.0),
               check=lambda v: None if v > 0 else 'must be above 0 (1.0 = off)',
               choices_note='(0.0, 1.0]'),
     ParamSpec('residual_guide', _DEFAULTS.residual_guide,

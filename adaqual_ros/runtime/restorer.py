@@ -37,6 +37,7 @@ from adaqual_ros.runtime.settings import (
     MAX_RESIDUAL_GUIDE,
     MAX_SKIP_MARGIN,
     QUALITY_BACKENDS,
+    WHOLE_FRAME_HYSTERESIS,
     CacheSettings,
     RestorerSettings,
     tile_size_for,
@@ -259,6 +260,7 @@ class Restorer:
         settings = validate_settings(settings or RestorerSettings())
         self._lock = threading.Lock()
         self._streams = {}
+        self._whole_streams = set()  # streams whose last frame was restored whole
         self._given_estimator = estimator
         self._given_pipeline = pipeline
         self._loader = None
@@ -324,8 +326,7 @@ class Restorer:
         qmap, cache_hit = self._quality(runtime, stream_id, rgb_u8, quality_map, (height, width))
         timings['quality'] = _ms(t)
 
-        degraded = degraded_cells(qmap.scores, settings.skip_threshold, settings.skip_margin,
-                                  settings.whole_frame_share)
+        degraded = self._degraded(qmap, settings, stream_id)
         skipped = _clean_pixel_fraction(degraded, qmap.cell, (height, width))
         if not degraded.any() or runtime.backend.name == 'passthrough':
             timings['total'] = _ms(start)
@@ -642,6 +643,21 @@ class Restorer:
         if tuple(qmap.image_size) != tuple(size):
             raise RestorationError(f'quality map is for {tuple(qmap.image_size)}, frame is {size}')
         return qmap, hit
+
+    def _degraded(self, qmap, settings, stream_id):
+        """The cells to restore, with the stream's whole-frame hysteresis."""
+        share = settings.whole_frame_share
+        with self._lock:
+            if share < 1.0 and stream_id in self._whole_streams:
+                share -= WHOLE_FRAME_HYSTERESIS
+        degraded = degraded_cells(qmap.scores, settings.skip_threshold, settings.skip_margin,
+                                  share)
+        with self._lock:
+            if degraded.all():
+                self._whole_streams.add(stream_id)
+            else:
+                self._whole_streams.discard(stream_id)
+        return degraded
 
     def _stream(self, stream_id, runtime):
         device = runtime.backend.device

@@ -21,6 +21,11 @@ class CacheSettings:
 
 
 MAX_SKIP_MARGIN = 8  # cells: beyond this nothing but a fully clean frame would be skipped
+# A stream whose last frame was restored whole stays whole down to whole_frame_share minus this:
+# a share hovering at the threshold would otherwise switch a video between whole frames and
+# patchwork (people.mp4 haze_rain 0.2 at 640 px, 120 consecutive frames: with the quality cache
+# 3 switches, 1 with this band; estimating every frame 37, 5 with it).
+WHOLE_FRAME_HYSTERESIS = 0.1
 MAX_RESIDUAL_GUIDE = 64  # px: beyond a quality cell's size the filter only blurs the residual
 
 AUTO_TILE = -1
@@ -55,7 +60,8 @@ class RestorerSettings:
         whole_frame_share (`float`): when at least this share of a frame's cells scores below
             skip_threshold, every cell of the frame is restored (fog covers frames, stray
             degraded reads on a clean frame do not); 1.0 = off. 0.7 keeps a half-clean frame
-            adaptive (the estimator reads 40-57 % of its cells as degraded).
+            adaptive (the estimator reads 40-57 % of its cells as degraded). After a frame
+            restored whole, a stream stays whole down to this minus WHOLE_FRAME_HYSTERESIS.
         tile_size (`int`): tile edge in pixels (rounded up to the quality cell); 0 = the whole
             frame; -1 (AUTO_TILE) = whole frames on CUDA, CPU_TILE px tiles elsewhere.
         quality_backend (`str`): one of QUALITY_BACKENDS.

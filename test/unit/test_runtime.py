@@ -271,6 +271,34 @@ def test_whole_frame_share_restores_the_clean_reads_of_a_mostly_degraded_frame(p
             Restorer(settings(backend='passthrough', whole_frame_share=bad))
 
 
+def test_whole_frame_share_holds_a_stream_whole_within_the_hysteresis(pipe):
+    from adaqual_ros.runtime.settings import WHOLE_FRAME_HYSTERESIS
+
+    h, w = 192, 192
+    frame = haze(scene(h, w), t=0.3)
+
+    def share_map(n):  # the first n of 9 cells degraded
+        cells = np.zeros(9, bool)
+        cells[:n] = True
+        return qmap_for(h, w, cells.reshape(3, 3))
+
+    assert 6 / 9 >= 0.7 - WHOLE_FRAME_HYSTERESIS > 5 / 9
+    restorer = Restorer(settings(backend='classical', whole_frame_share=0.7), pipeline=pipe)
+
+    def skipped(n, stream='cam'):
+        return restorer.restore(frame, stream_id=stream, quality_map=share_map(n)).skipped_fraction
+
+    assert skipped(6, 'other') == pytest.approx(3 / 9)  # below 0.7 on a fresh stream: cells
+    assert skipped(9) == 0  # whole
+    assert skipped(6) == 0  # 0.67: held whole within the band
+    assert skipped(5) == pytest.approx(4 / 9)  # 0.56: below the band, cells again
+    assert skipped(6) == pytest.approx(3 / 9)  # no longer held
+    off = Restorer(settings(backend='classical', whole_frame_share=1.0), pipeline=pipe)
+    off.restore(frame, stream_id='cam', quality_map=share_map(9))
+    assert off.restore(frame, stream_id='cam',
+                       quality_map=share_map(8)).skipped_fraction == pytest.approx(1 / 9)
+
+
 def test_skip_margin_restores_a_lone_clean_read_inside_degraded_cells(pipe):
     h, w = 192, 192
     degraded = np.ones((3, 3), bool)
