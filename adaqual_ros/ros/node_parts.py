@@ -36,7 +36,7 @@ def run_node(make_node, name, args=None):
     (0: a node that cannot start ends the process with 1 itself).
 
     A node that cannot start (bad parameters, missing weights) logs one FATAL line saying why
-    and the process exits 1 at once, without Python's teardown: native libraries that the failed
+    and the process exits 1 at once (a node stopped while it was starting exits 0), without Python's teardown: native libraries that the failed
     constructor half set up (ONNX Runtime, torch threads) once crashed there under load, turning
     exit 1 into SIGSEGV. On the way out of a normal run the node's ``close()`` runs where it has
     one (it may stop a worker or write a report), else ``destroy_node()``.
@@ -47,8 +47,11 @@ def run_node(make_node, name, args=None):
             try:
                 node = make_node()
             except Exception as exc:  # noqa: BLE001 - report why the node cannot start, exit 1
-                get_logger(name).fatal(f'cannot start: {exc}')
-                failed = True
+                # A stop (SIGINT/SIGTERM) while the node was being built shuts the context down
+                # under the constructor, which then fails: asked to stop, not broken.
+                failed = rclpy.ok()
+                if failed:
+                    get_logger(name).fatal(f'cannot start: {exc}')
             else:
                 try:
                     rclpy.spin(node)

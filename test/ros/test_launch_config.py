@@ -258,6 +258,15 @@ def _stamp_in(messages, stamp):
 
 
 @pytest.mark.ros
+def test_a_node_stopped_while_starting_exits_cleanly(spawn):
+    # The pipeline stops its graph when a node dies; a sibling still starting then sees its
+    # context shut down under its constructor: a stop, not a failure (no FATAL, exit 0).
+    proc = spawn('test/ros/fixtures/stopped_while_starting.py')
+    assert proc.wait(timeout=60) == 0, proc.log_path.read_text()
+    assert 'cannot start' not in proc.log_path.read_text()
+
+
+@pytest.mark.ros
 def test_adaqual_pipeline_stops_the_graph_when_a_node_dies(spawn, tmp_path):
     junk = tmp_path / 'broken.onnx'
     junk.write_bytes(b'not an onnx model' * 10)
