@@ -36,10 +36,11 @@ def run_node(make_node, name, args=None):
     (0: a node that cannot start ends the process with 1 itself).
 
     A node that cannot start (bad parameters, missing weights) logs one FATAL line saying why
-    and the process exits 1 at once (a node stopped while it was starting exits 0), without Python's teardown: native libraries that the failed
+    and the process exits 1 at once, without Python's teardown: native libraries that the failed
     constructor half set up (ONNX Runtime, torch threads) once crashed there under load, turning
-    exit 1 into SIGSEGV. On the way out of a normal run the node's ``close()`` runs where it has
-    one (it may stop a worker or write a report), else ``destroy_node()``.
+    exit 1 into SIGSEGV. A node stopped while it was starting exits 0. On the way out of a normal
+    run the node's ``close()`` runs where it has one (it may stop a worker or write a report),
+    else ``destroy_node()``.
     """
     failed = False
     try:
