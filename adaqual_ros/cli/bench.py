@@ -22,6 +22,8 @@ import warnings
 import cv2
 import numpy as np
 
+from adaqual_ros.cli.restorer_options import add_restorer_options, restorer_changes
+
 DEFAULT_RESOLUTIONS = '640x480,1280x720,1920x1080'
 DEFAULT_BACKENDS = 'adaqual,classical,passthrough'
 VIDEO = 'data/video/people.mp4'
@@ -63,17 +65,7 @@ def add_arguments(parser):
     parser.add_argument('--steps', type=int, default=2, help='DDIM steps')
     parser.add_argument('--tile-size', type=int, default=None,
                         help='tile size in pixels (0 = whole frame; default: auto, as the node)')
-    parser.add_argument('--residual-guide', type=int, default=None,
-                        help='radius (px) of the guided filter of the predicted residual '
-                             '(0 = off; default: the runtime default)')
-    parser.add_argument('--skip-threshold', type=float, default=None,
-                        help='quality at or above which regions are skipped')
-    parser.add_argument('--skip-margin', type=int, default=None,
-                        help='cells around each degraded cell restored too (default: the '
-                             'runtime default)')
-    parser.add_argument('--whole-frame-share', type=float, default=None,
-                        help='share of degraded cells at which the whole frame is restored '
-                             '(default: the runtime default, 1 = off)')
+    add_restorer_options(parser)
     parser.add_argument('--profile', action='store_true',
                         help='also write torch.profiler tables (top ops) of the degraded stream '
                              'to OUT/profile_<resolution>_<backend>.txt')
@@ -327,14 +319,7 @@ def _base_settings(args):
                'fallback_to_classical': False}
     if args.tile_size is not None:
         changes['tile_size'] = args.tile_size
-    if args.skip_threshold is not None:
-        changes['skip_threshold'] = args.skip_threshold
-    if args.skip_margin is not None:
-        changes['skip_margin'] = args.skip_margin
-    if args.whole_frame_share is not None:
-        changes['whole_frame_share'] = args.whole_frame_share
-    if args.residual_guide is not None:
-        changes['residual_guide'] = args.residual_guide
+    changes.update(restorer_changes(args))
     return RestorerSettings(**changes)
 
 

@@ -19,6 +19,12 @@ import time
 import cv2
 import numpy as np
 
+from adaqual_ros.cli.restorer_options import (
+    add_restorer_options,
+    resolved_options,
+    restorer_changes,
+)
+
 DEFAULT_BACKENDS = 'raw,classical,adaqual'
 KNOWN_BACKENDS = ('raw', 'clahe', 'classical', 'adaqual', 'passthrough')
 SHOW_CONF = 0.25  # boxes drawn in frames.png: the usual deployment threshold, not val's 0.001
@@ -50,17 +56,7 @@ def add_arguments(parser):
                        help='quality estimator weights folder (default: the shipped one)')
         p.add_argument('--steps', type=int, default=None,
                        help='AdaQual DDIM steps (default: the runtime default, 2)')
-        p.add_argument('--skip-threshold', type=float, default=None,
-                       help='quality at or above which regions pass through (default 4.0)')
-        p.add_argument('--skip-margin', type=int, default=None,
-                       help="cells around each degraded cell restored too (the node's "
-                            '`skip_margin`; default: the runtime default)')
-        p.add_argument('--whole-frame-share', type=float, default=None,
-                       help="share of degraded cells at which the whole frame is restored (the "
-                            "node's `whole_frame_share`; default: the runtime default, 1 = off)")
-        p.add_argument('--residual-guide', type=int, default=None,
-                       help='radius (px) of the guided filter of the predicted residual (the '
-                            "node's `residual_guide`; 0 = off)")
+        add_restorer_options(p)
         p.add_argument('--noise-seed', type=int, default=None,
                        help="base seed of the restorer's start noise (the node's `seed`, default "
                             '0): run a few to see how much a figure moves with the noise alone')
@@ -118,7 +114,6 @@ class Row:
         self.name = name
         self.restorer = None
         self.used = set()
-        self.last_skipped = None  # share of the last frame's pixels left untouched
         self.note = ''
         if name in ('raw', 'clahe'):
             return
@@ -129,12 +124,9 @@ class Row:
             quality_model_path=args.quality_model_path, fallback_to_classical=False,
             threads=args.threads,
             # the same knobs as the node's parameters; unset = the runtime's defaults
-            **{k: v for k, v in (('steps', args.steps), ('skip_threshold', args.skip_threshold),
-                                 ('skip_margin', args.skip_margin),
-                                 ('whole_frame_share', args.whole_frame_share),
-                                 ('seed', args.noise_seed),
-                                 ('residual_guide', args.residual_guide))
-               if v is not None})
+            **{k: v for k, v in (('steps', args.steps), ('seed', args.noise_seed))
+               if v is not None},
+            **restorer_changes(args))
         self.note = ''
         if args.quality_backend:
             self.restorer = Restorer(settings.with_changes(quality_backend=args.quality_backend))
@@ -150,16 +142,16 @@ class Row:
             print(f'adaqual evaluate: {name}: {self.note}', file=sys.stderr)
 
     def __call__(self, rgb, stream_id):
+        """(image, ms, share of the pixels left untouched; None for raw and CLAHE)."""
         t0 = time.perf_counter()
         if self.name == 'raw':
-            return rgb, 0.0
+            return rgb, 0.0, None
         if self.name == 'clahe':
             out = clahe(rgb)
-            return out, (time.perf_counter() - t0) * 1e3
+            return out, (time.perf_counter() - t0) * 1e3, None
         result = self.restorer.restore(rgb, stream_id=stream_id, color_order='rgb')
         self.used.add(result.backend)
-        self.last_skipped = result.skipped_fraction
-        return result.image, (time.perf_counter() - t0) * 1e3
+        return result.image, (time.perf_counter() - t0) * 1e3, result.skipped_fraction
 
 
 def build_rows(args):
@@ -213,12 +205,12 @@ class Evaluation:
     def add(self, rgb, gt_boxes, gt_classes, stream_id, group=None):
         """Restore `rgb` with every row and queue it for detection against the ground truth."""
         for row in self.rows:
-            image, ms = row(rgb, stream_id)
+            image, ms, untouched = row(rgb, stream_id)
             self.restore_ms[row.name].append(ms)
-            if row.last_skipped is not None:
+            if untouched is not None:
                 skipped = self.skipped.setdefault(row.name, {})
                 for key in ('all',) if group is None else ('all', group):
-                    skipped.setdefault(key, []).append(row.last_skipped)
+                    skipped.setdefault(key, []).append(untouched)
             self._pending.append((row.name, group, image, gt_boxes, gt_classes))
         if len(self._pending) >= self.batch * len(self.rows):
             self.flush()
@@ -360,7 +352,6 @@ def run(args):
 
     from adaqual_ros.detection.yolo import NO_DETECTOR_MESSAGE, Detector, find_detector
     from adaqual_ros.metrics.report import summary_table, write_report
-    from adaqual_ros.runtime.settings import RestorerSettings
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -387,12 +378,7 @@ def run(args):
             'mode': args.mode, 'detector': str(path), 'conf': args.conf, 'iou': args.iou,
             'imgsz': args.imgsz, 'device': args.device,
             'noise_seed': 0 if args.noise_seed is None else args.noise_seed,
-            'residual_guide': (RestorerSettings().residual_guide if args.residual_guide is None
-                               else args.residual_guide),
-            'skip_margin': (RestorerSettings().skip_margin if args.skip_margin is None
-                            else args.skip_margin),
-            'whole_frame_share': (RestorerSettings().whole_frame_share
-                                  if args.whole_frame_share is None else args.whole_frame_share),
+            **{k: v for k, v in resolved_options(args).items() if k != 'skip_threshold'},
             'machine': f'{platform.machine()}, {torch.get_num_threads()} torch threads, '
                        f'{_cpu_count()} CPUs'}
     started = time.perf_counter()

@@ -1,0 +1,36 @@
+"""
+The restoration node's per-frame knobs as command-line flags, for the commands that run the
+runtime's Restorer (`bench`, `evaluate`): one definition, and unset means the runtime's default.
+(`eval-restore` scores the checkpoint on still images and has its own `--skip-*` semantics.)
+"""
+
+# (flag, RestorerSettings field, type, what it does)
+OPTIONS = (
+    ('--skip-threshold', 'skip_threshold', float,
+     'quality at or above which regions pass through'),
+    ('--skip-margin', 'skip_margin', int, 'cells around each degraded cell restored too'),
+    ('--whole-frame-share', 'whole_frame_share', float,
+     'share of degraded cells at which the whole frame is restored (1 = off)'),
+    ('--residual-guide', 'residual_guide', int,
+     'radius (px) of the guided filter of the predicted residual (0 = off)'),
+)
+
+
+def add_restorer_options(parser):
+    for flag, name, kind, text in OPTIONS:
+        parser.add_argument(flag, type=kind, default=None,
+                            help=f"{text} (the node's `{name}`; default: the runtime default)")
+
+
+def restorer_changes(args):
+    """RestorerSettings changes for the flags that were given."""
+    return {name: getattr(args, name) for _, name, _, _ in OPTIONS
+            if getattr(args, name) is not None}
+
+
+def resolved_options(args):
+    """Every knob's value as the runtime will use it (given, else its default)."""
+    from adaqual_ros.runtime.settings import RestorerSettings
+
+    settings = RestorerSettings(**restorer_changes(args))
+    return {name: getattr(settings, name) for _, name, _, _ in OPTIONS}
