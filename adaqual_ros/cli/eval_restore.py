@@ -173,6 +173,16 @@ def _whole_share(args):
     return args.whole_frame_share
 
 
+def _restored_whole(qmap, args):
+    """Whether the runtime would restore this frame whole (every cell without --skip-threshold)."""
+    from adaqual_ros.runtime.restorer import degraded_cells
+
+    if args.skip_threshold is None:
+        return True
+    return bool(degraded_cells(qmap.scores, args.skip_threshold, args.skip_margin,
+                               _whole_share(args)).all())
+
+
 def _argument_problem(args):
     """The reason the arguments cannot run, or None."""
     if args.clean_video and args.clean_dir != HELDOUT_CLEAN_DIR:
@@ -283,7 +293,8 @@ def run(args):
             cells['tt'].append(gt_qmap.type_probs.reshape(-1, gt_qmap.type_probs.shape[-1]))
         scores.add('input', dataset, condition, lq, gt)
         if classical_restore is not None:
-            scores.add('classical', dataset, condition, classical_restore(lq, qmap), gt)
+            scores.add('classical', dataset, condition,
+                       classical_restore(lq, qmap, _restored_whole(qmap, args)), gt)
         for seed in noise_seeds:
             evaluate_adaqual(per_seed[seed], seed, dataset, condition, lq_t, gt, qmap, gt_qmap,
                              ablate)

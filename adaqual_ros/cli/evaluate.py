@@ -141,15 +141,19 @@ class Row:
             self.note = f'quality estimator fell back to classical ({exc})'
             print(f'adaqual evaluate: {name}: {self.note}', file=sys.stderr)
 
-    def __call__(self, rgb, stream_id):
-        """(image, ms, share of the pixels left untouched; None for raw and CLAHE)."""
+    def __call__(self, rgb, stream_id, stamp=None):
+        """
+        (image, ms, share of the pixels left untouched; None for raw and CLAHE). ``stamp``: the
+        frame's time in its video or bag (seconds), so the quality cache does not follow the
+        wall clock of this machine.
+        """
         t0 = time.perf_counter()
         if self.name == 'raw':
             return rgb, 0.0, None
         if self.name == 'clahe':
             out = clahe(rgb)
             return out, (time.perf_counter() - t0) * 1e3, None
-        result = self.restorer.restore(rgb, stream_id=stream_id, color_order='rgb')
+        result = self.restorer.restore(rgb, stream_id=stream_id, color_order='rgb', stamp=stamp)
         self.used.add(result.backend)
         return result.image, (time.perf_counter() - t0) * 1e3, result.skipped_fraction
 
@@ -202,10 +206,10 @@ class Evaluation:
         self.strip = int(strip)
         self.samples = []  # [[(caption, rgb with boxes)] per sampled frame], for the report
 
-    def add(self, rgb, gt_boxes, gt_classes, stream_id, group=None):
+    def add(self, rgb, gt_boxes, gt_classes, stream_id, group=None, stamp=None):
         """Restore `rgb` with every row and queue it for detection against the ground truth."""
         for row in self.rows:
-            image, ms, untouched = row(rgb, stream_id)
+            image, ms, untouched = row(rgb, stream_id, stamp)
             self.restore_ms[row.name].append(ms)
             if untouched is not None:
                 skipped = self.skipped.setdefault(row.name, {})
@@ -304,8 +308,9 @@ def evaluate_frames(evaluation, frames, conditions, severity, seed, ref_conf, wi
     """
     Score frames under synthetic weather against detections on the clean frames.
 
-    `frames` yields (index, rgb); `labels` (optional: a list of label files by position) replaces
-    the clean-frame reference. Each condition is one group (and one weather stream).
+    `frames` yields (index, rgb, time in seconds or None); `labels` (optional: a list of label
+    files by position) replaces the clean-frame reference. Each condition is one group (and one
+    weather stream).
     """
     from adaqual_ros.metrics.detection import load_yolo_labels
     from adaqual_ros.weather import WeatherStream
@@ -314,7 +319,7 @@ def evaluate_frames(evaluation, frames, conditions, severity, seed, ref_conf, wi
                    if c != 'clean' else None)
                for c in conditions}
     count = 0
-    for position, (index, rgb) in enumerate(_tqdm(frames, total, 'frames')):
+    for position, (index, rgb, time_s) in enumerate(_tqdm(frames, total, 'frames')):
         rgb = _resize(rgb, width)
         if labels is not None:
             if position >= len(labels):
@@ -325,7 +330,7 @@ def evaluate_frames(evaluation, frames, conditions, severity, seed, ref_conf, wi
         for cond, stream in streams.items():
             degraded = rgb if stream is None else stream.apply(rgb, frame_index=index).degraded
             evaluation.add(degraded, gb, gc, stream_id=f'video-{cond}',
-                           group=cond if len(conditions) > 1 else None)
+                           group=cond if len(conditions) > 1 else None, stamp=time_s)
         count += 1
     return count
 
@@ -396,7 +401,7 @@ def run(args):
                 from adaqual_ros.io.video import FrameSource
 
                 source = FrameSource(args.video, limit=args.limit, stride=args.stride)
-                frames = ((f.index, f.image) for f in source)
+                frames = ((f.index, f.image, f.time_s) for f in source)
                 total = len(source)
                 meta['video'] = str(args.video)
             else:
@@ -466,11 +471,13 @@ def run(args):
 
 
 def _bag_frames(bag, topic, stride, limit):
-    """(index, rgb) frames of a bag topic and their expected count."""
+    """(index, rgb, header stamp in seconds) frames of a bag topic and their expected count."""
     from adaqual_ros.io.bags import list_topics, read_images
 
     images = read_images(bag, topic)
-    frames = ((im.index, im.image) for im in images if im.index % stride == 0)
+    # An unset header stamp (0) leaves the cache on the wall clock rather than freezing its age.
+    frames = ((im.index, im.image, im.stamp_ns * 1e-9 if im.stamp_ns else None)
+              for im in images if im.index % stride == 0)
     if limit:
         frames = (f for f, _ in zip(frames, range(limit)))
     counts = [v['count'] for t, v in list_topics(bag).items() if topic in (None, t)]

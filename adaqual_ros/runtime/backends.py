@@ -68,6 +68,9 @@ class StreamState:
         self.generator = torch.Generator(device=self.device)
         self._noise = None
         self._lock = threading.Lock()
+        # Set by the runtime before each restore: the frame is restored whole (every cell), its
+        # `whole_frame_share` rule with the stream's hysteresis. The classical backend reads it.
+        self.whole_frame = False
 
     def noise(self, height, width, dtype):
         """The stream's fixed (1, 3, H, W) start noise (drawn again only when the size changes)."""
@@ -144,7 +147,8 @@ class ClassicalBackend(RestorationBackend):
     Dark-channel-prior dehazing, CLAHE/gamma and light deraining (no weights).
 
     Runs once on the bounding box of the windows (dehazing needs the global atmospheric light),
-    weighted per region by the quality map.
+    weighted per region by the quality map; a frame restored whole whose main damage is haze is
+    dehazed at full strength (classical.py says why).
     """
 
     name = 'classical'
@@ -159,7 +163,7 @@ class ClassicalBackend(RestorationBackend):
         out = rgb.copy()
         start = time.perf_counter()
         out[y0:y1, x0:x1] = classical.restore_float(
-            rgb[y0:y1, x0:x1], quality_map.crop(y0, x0, y1 - y0, x1 - x0))
+            rgb[y0:y1, x0:x1], quality_map.crop(y0, x0, y1 - y0, x1 - x0), stream.whole_frame)
         return BackendOutput(out, timings={'model': (time.perf_counter() - start) * 1000.0},
                              windows_run=1)
 

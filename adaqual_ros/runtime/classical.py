@@ -11,7 +11,11 @@ Classical restoration without weights: dehazing, low-light enhancement and light
 
 With a QualityMap each operator is weighted per pixel by severity x type probability of its
 degradation type, so clean regions are left (nearly) untouched; without one the operators are
-switched on by simple global statistics.
+switched on by simple global statistics. Fog is the exception: on a frame the runtime restores
+whole (``whole_frame``) whose main damage is haze, dehazing runs at full strength everywhere, since
+fog covers frames and the dark channel's own transmission map already leaves clear pixels nearly
+as they were, while the per-cell weights leave patches of real fog that the estimator reads weakly
+(README, classical backend on fog).
 """
 import cv2
 import numpy as np
@@ -140,12 +144,8 @@ def derain(rgb_f, ksize=5, threshold=0.03):
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def _weights_from_map(quality_map, shape):
-    """Per-pixel (H, W) weight of each degradation type: severity x type probability, smoothed."""
-    h, w = shape
-    if tuple(quality_map.image_size) != (h, w):
-        raise ValueError(
-            f'quality map is for {tuple(quality_map.image_size)}, image is {(h, w)}')
+def _cell_strengths(quality_map):
+    """(grid_h, grid_w, types) strength of each type per cell: severity x type probability."""
     # Full strength from severity 0.25 (quality 4, the default skip threshold) and type
     # probability 1/3 up: estimators spread probability over types, synthetic ground truth gives
     # strengths that rarely reach 1.
@@ -155,9 +155,33 @@ def _weights_from_map(quality_map, shape):
     # little haze on rain cells, and dehazing (or deraining) what is not there costs more than it
     # gives (eval-restore's classical row: 16.64 -> 16.87 dB; README).
     share = probs / np.maximum(probs.max(axis=-1, keepdims=True), 1e-6)
-    sev = sev * np.clip(probs * 3.0, 0.0, 1.0) * np.clip(share, 0.0, 1.0)
+    return sev * np.clip(probs * 3.0, 0.0, 1.0) * np.clip(share, 0.0, 1.0)
+
+
+def haze_leads(quality_map):
+    """
+    Whether haze is the frame's main damage: on at least half of the cells it is the strongest
+    type, at half strength or more (estimators leave traces of haze on rain and low-light cells,
+    and dehazing at full strength what is not there costs more than it gives).
+    """
+    strengths = _cell_strengths(quality_map)
+    haze = strengths[..., DEGRADATION_TYPES.index('haze')]
+    led = (strengths.argmax(axis=-1) == DEGRADATION_TYPES.index('haze')) & (haze >= 0.5)
+    return bool(led.mean() >= 0.5)
+
+
+def _weights_from_map(quality_map, shape, whole_frame=False):
+    """Per-pixel (H, W) weight of each degradation type: severity x type probability, smoothed."""
+    h, w = shape
+    if tuple(quality_map.image_size) != (h, w):
+        raise ValueError(
+            f'quality map is for {tuple(quality_map.image_size)}, image is {(h, w)}')
+    sev = _cell_strengths(quality_map)
     weights = {}
     for k, name in enumerate(DEGRADATION_TYPES):
+        if name == 'haze' and whole_frame and haze_leads(quality_map):
+            weights[name] = 1.0  # fog: the whole frame at full strength (module docstring)
+            continue
         cells = sev[..., k].astype(np.float32)
         if not cells.any():
             weights[name] = None
@@ -191,7 +215,7 @@ def _apply(base, restored, weight):
     return base + (restored - base) * weight[..., None]
 
 
-def classical_restore(rgb_uint8, quality_map=None):
+def classical_restore(rgb_uint8, quality_map=None, whole_frame=False):
     """
     Restore an RGB uint8 frame with classical operators (no weights).
 
@@ -200,6 +224,9 @@ def classical_restore(rgb_uint8, quality_map=None):
         quality_map (`QualityMap`, *optional*): regional quality of the frame; each operator is
             applied in proportion to severity x type probability of its degradation type. Without
             one, the operators are chosen from global image statistics.
+        whole_frame (`bool`, defaults to False): the runtime restores this frame whole (its
+            ``whole_frame_share`` rule); with haze as the map's main damage, dehazing then runs at
+            full strength everywhere.
 
     Returns:
         `np.ndarray` uint8 (H, W, 3) RGB.
@@ -207,17 +234,17 @@ def classical_restore(rgb_uint8, quality_map=None):
     _check_rgb_uint8(rgb_uint8)
     if quality_map is not None and not isinstance(quality_map, QualityMap):
         raise ValueError(f'quality_map must be a QualityMap, got {type(quality_map).__name__}')
-    out = restore_float(rgb_uint8.astype(np.float32) / 255.0, quality_map)
+    out = restore_float(rgb_uint8.astype(np.float32) / 255.0, quality_map, whole_frame)
     return (out * 255.0 + 0.5).astype(np.uint8)
 
 
-def restore_float(rgb_f, quality_map=None):
+def restore_float(rgb_f, quality_map=None, whole_frame=False):
     """classical_restore on a float32 RGB image in [0, 1] (the runtime's working format)."""
     rgb_f = np.ascontiguousarray(rgb_f, dtype=np.float32)
     if quality_map is None:
         weights = _weights_from_stats(rgb_f)
     else:
-        weights = _weights_from_map(quality_map, rgb_f.shape[:2])
+        weights = _weights_from_map(quality_map, rgb_f.shape[:2], whole_frame)
     out = rgb_f
     streaks = weights['rain']
     if streaks is not None:

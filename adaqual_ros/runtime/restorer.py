@@ -291,7 +291,8 @@ class Restorer:
     def backend_name(self):
         return self._runtime.backend.name
 
-    def restore(self, frame, stream_id='default', color_order='rgb', quality_map=None):
+    def restore(self, frame, stream_id='default', color_order='rgb', quality_map=None,
+                stamp=None):
         """
         Restore one frame.
 
@@ -303,6 +304,10 @@ class Restorer:
             color_order (`str`, *optional*, defaults to 'rgb'): 'rgb', 'bgr' or 'mono'. With four
                 channels the fourth (alpha) is passed through.
             quality_map (`QualityMap`, *optional*): use this map instead of estimating one.
+            stamp (`float`, *optional*): the frame's capture time in seconds (a video frame's
+                time, a message's header stamp). The quality cache then ages its maps by the
+                stream's own time instead of the wall clock, so an offline run reuses maps the
+                same way however fast the machine is (default: the wall clock, as live).
 
         Returns:
             `RestoreResult`.
@@ -318,12 +323,16 @@ class Restorer:
         timings = dict.fromkeys(STAGES, 0.0)
         frame = _check_frame(frame, color_order)
         height, width = frame.shape[:2]
+        if stamp is not None and not (isinstance(stamp, (int, float, np.number))
+                                      and np.isfinite(stamp)):
+            raise InvalidFrameError(f'stamp must be a finite number of seconds, got {stamp!r}')
 
         rgb_u8 = _to_rgb_uint8(frame, color_order)
         timings['convert'] = _ms(start)
 
         t = time.perf_counter()
-        qmap, cache_hit = self._quality(runtime, stream_id, rgb_u8, quality_map, (height, width))
+        qmap, cache_hit = self._quality(runtime, stream_id, rgb_u8, quality_map, (height, width),
+                                        stamp)
         timings['quality'] = _ms(t)
 
         degraded = self._degraded(qmap, settings, stream_id)
@@ -360,8 +369,9 @@ class Restorer:
             timings['convert'] += _ms(t)
             t = time.perf_counter()
             try:
-                output = runtime.backend.restore(rgb, qmap, windows,
-                                                 self._stream(stream_id, runtime), tiling)
+                stream = self._stream(stream_id, runtime)
+                stream.whole_frame = bool(degraded.all())
+                output = runtime.backend.restore(rgb, qmap, windows, stream, tiling)
                 break
             except Exception as exc:  # noqa: BLE001 - the caller sees one error type per failure
                 if not is_out_of_memory(exc):
@@ -620,23 +630,24 @@ class Restorer:
 
         return QualityCache.from_settings(settings.cache)
 
-    def _quality(self, runtime, stream_id, rgb_u8, given, size):
+    def _quality(self, runtime, stream_id, rgb_u8, given, size, stamp=None):
         try:
-            return self._quality_unchecked(runtime, stream_id, rgb_u8, given, size)
+            return self._quality_unchecked(runtime, stream_id, rgb_u8, given, size, stamp)
         except RestorationError:
             raise
         except Exception as exc:  # noqa: BLE001 - the caller sees one error type per failure
             self._count_error(f'quality estimation failed: {exc!r}')
             raise RestorationError(f'quality estimation failed: {exc}') from exc
 
-    def _quality_unchecked(self, runtime, stream_id, rgb_u8, given, size):
+    def _quality_unchecked(self, runtime, stream_id, rgb_u8, given, size, stamp):
         if given is not None:
             if not isinstance(given, QualityMap):
                 raise InvalidFrameError(
                     f'quality_map must be a QualityMap, got {type(given).__name__}')
             qmap, hit = given, None
         elif runtime.cache is not None:
-            qmap, decision = runtime.cache.get_or_compute(stream_id, rgb_u8, runtime.estimator)
+            qmap, decision = runtime.cache.get_or_compute(stream_id, rgb_u8, runtime.estimator,
+                                                          now=stamp)
             hit = bool(decision.hit)
         else:
             qmap, hit = runtime.estimator.estimate(rgb_u8), None

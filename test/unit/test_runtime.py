@@ -299,6 +299,26 @@ def test_whole_frame_share_holds_a_stream_whole_within_the_hysteresis(pipe):
                        quality_map=share_map(8)).skipped_fraction == pytest.approx(1 / 9)
 
 
+def test_classical_backend_dehazes_a_fog_frame_restored_whole_everywhere():
+    """Cells read clean in a frame restored whole still get the dehazer at full strength."""
+    from adaqual_ros.runtime.classical import dehaze
+
+    h, w = 192, 192
+    frame = haze(scene(h, w), t=0.4)
+    cells = np.ones(9, bool)
+    cells[-2:] = False  # 7 of 9 cells read as haze, the last two as clean
+    qmap = qmap_for(h, w, cells.reshape(3, 3), score=3.0)
+    full = np.clip(dehaze(frame.astype(np.float32) / 255.0) * 255.0 + 0.5, 0, 255)
+    whole = Restorer(settings(backend='classical', whole_frame_share=0.7)).restore(
+        frame, stream_id='fog', quality_map=qmap)
+    assert whole.skipped_fraction == 0
+    assert np.abs(whole.image.astype(np.float32) - full).max() <= 1
+    cellwise = Restorer(settings(backend='classical', whole_frame_share=1.0)).restore(
+        frame, stream_id='fog', quality_map=qmap)
+    assert cellwise.skipped_fraction == pytest.approx(2 / 9)
+    assert np.array_equal(cellwise.image[h - CELL:, w // 3:], frame[h - CELL:, w // 3:])
+
+
 def test_skip_margin_restores_a_lone_clean_read_inside_degraded_cells(pipe):
     h, w = 192, 192
     degraded = np.ones((3, 3), bool)
@@ -363,6 +383,23 @@ def test_quality_comes_through_the_per_stream_cache():
     off = Restorer(settings(backend='classical', cache=RestorerSettings().cache.__class__(
         enabled=False)))
     assert off.restore(frame).cache_hit is None
+
+
+def test_the_cache_ages_maps_by_the_frames_stamps_when_given():
+    """Offline runs (a video's frame times) reuse maps however slow the machine is."""
+    frame = haze(scene(128, 192))
+    cache = RestorerSettings().cache.__class__(max_age_s=0.05)
+    restorer = Restorer(settings(backend='classical', cache=cache))
+    assert restorer.restore(frame, 'video', stamp=10.0).cache_hit is False
+    time.sleep(0.1)  # longer than max_age_s on the wall clock, 0.02 s in the video
+    assert restorer.restore(frame, 'video', stamp=10.02).cache_hit is True
+    assert restorer.restore(frame, 'video', stamp=10.1).cache_hit is False  # 0.08 s: too old
+    assert restorer.restore(frame, 'live').cache_hit is False
+    time.sleep(0.1)
+    assert restorer.restore(frame, 'live').cache_hit is False  # the wall clock without stamps
+    for bad in (float('nan'), float('inf'), '1.0'):
+        with pytest.raises(InvalidFrameError, match='stamp'):
+            restorer.restore(frame, 'video', stamp=bad)
 
 
 # -- devices, backends, errors -----------------------------------------------------------------

@@ -189,6 +189,37 @@ def test_classical_restore_barely_acts_on_a_minor_type():
     assert minor < 0.5 and major > 10 * minor, (minor, major)
 
 
+def test_classical_restore_dehazes_a_fog_frame_restored_whole_at_full_strength():
+    """Fog covers frames: restored whole with haze leading, the dehazer is not cell-weighted."""
+    from adaqual_ros.runtime.classical import dehaze, haze_leads
+
+    img = _real_or_synthetic()
+    hazy = ((img.astype(np.float32) * 0.5 + 0.85 * 255 * 0.5) + 0.5).astype(np.uint8)
+    gh, gw = grid_shape(*img.shape[:2], 64)
+
+    def haze_map(kind_probs):
+        probs = np.zeros((gh, gw, len(DEGRADATION_TYPES)))
+        for kind, p in kind_probs.items():
+            probs[..., DEGRADATION_TYPES.index(kind)] = p
+        # Weakly read fog (quality 4.5 everywhere): the per-cell weight is 0.5.
+        return QualityMap(np.full((gh, gw), 4.5), probs, 64, img.shape[:2])
+
+    fog = haze_map({'haze': 1.0})
+    assert haze_leads(fog)
+    full = (dehaze(hazy.astype(np.float32) / 255.0) * 255.0 + 0.5).astype(np.uint8)
+    whole = classical_restore(hazy, fog, whole_frame=True)
+    assert np.array_equal(whole, full)
+    cell_weighted = classical_restore(hazy, fog)
+    assert np.abs(cell_weighted.astype(int) - full).mean() > 5  # half strength
+    # Rain leads: restoring the frame whole does not dehaze it at full strength.
+    rainy = haze_map({'rain': 0.6, 'haze': 0.3})
+    assert not haze_leads(rainy)
+    assert np.array_equal(classical_restore(hazy, rainy, whole_frame=True),
+                          classical_restore(hazy, rainy))
+    assert not haze_leads(haze_map({}))  # a clean map has no leading damage
+    assert not haze_leads(haze_map({'haze': 0.1}))  # traces of haze (strength 0.15) do not lead
+
+
 def test_scattered_cells_stay_small_and_merging_is_fast():
     degraded = np.zeros((17, 30), bool)  # 1080p grid
     degraded[2, 3] = degraded[9, 20] = degraded[15, 28] = degraded[9, 21] = True
