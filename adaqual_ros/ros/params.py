@@ -225,7 +225,8 @@ RESTORATION_PARAMS = (
     ParamSpec('cache.max_frames', _CACHE.max_frames,
               'Recompute the quality map after this many frames', (1, 1000)),
     ParamSpec('cache.max_age_s', _CACHE.max_age_s,
-              'Recompute the quality map after this many seconds', (0.0, 60.0)),
+              "Recompute the quality map after this many seconds of the frames' header stamps "
+              '(of the wall clock while stamps are unset)', (0.0, 60.0)),
     ParamSpec('cache.scene_threshold', _CACHE.scene_threshold,
               'Recompute when the scene signature moves this far (0 = every frame)', (0.0, 1.0)),
     ParamSpec('max_rate_hz', 0.0,

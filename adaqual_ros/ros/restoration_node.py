@@ -235,7 +235,7 @@ class RestorationNode(Node):
             self._pass_through(msg, frame, encoding, info, 'disabled')
             return
         try:
-            image, result = self._restore(frame)
+            image, result = self._restore(frame, stamp)
         except FrameRejected as exc:
             self.stats.record_error(str(exc))
             self._warn(exc.reason, f'{exc.reason}: {exc} (on_error={self.params["on_error"]})')
@@ -310,7 +310,7 @@ class RestorationNode(Node):
             setattr(out, field, getattr(info, field))
         return out
 
-    def _restore(self, frame):
+    def _restore(self, frame, stamp=(0, 0)):
         height, width = frame.shape[:2]
         if height * width > self.params['max_pixels']:
             raise FrameRejected('too_large', f'{width}x{height} frame exceeds max_pixels '
@@ -320,8 +320,11 @@ class RestorationNode(Node):
                                 f'cannot restore {frame.dtype} samples')
         order = 'mono' if frame.ndim == 2 else 'rgb'
         try:
-            result = self._restorer.restore(frame, stream_id=self.get_fully_qualified_name(),
-                                            color_order=order)
+            # The cache ages maps by the header stamps (bags replayed at any rate reuse maps as
+            # the camera did); an unset stamp (0) leaves it on the wall clock.
+            result = self._restorer.restore(
+                frame, stream_id=self.get_fully_qualified_name(), color_order=order,
+                stamp=stamp[0] + stamp[1] * 1e-9 if stamp != (0, 0) else None)
         except InvalidFrameError as exc:  # e.g. NaN/Inf in a float image
             raise FrameRejected('invalid_frame', f'restorer refused the frame: {exc}') from None
         except Exception as exc:  # noqa: BLE001 - any restorer failure is handled per on_error

@@ -291,6 +291,32 @@ def test_restored_frames_keep_header_and_match_the_runtime(spawn, probe_factory,
 
 
 @pytest.mark.ros
+def test_the_quality_cache_ages_maps_by_header_stamps(spawn, probe_factory, foggy_rgb):
+    """A bag replayed slowly reuses maps as the camera did: age is stamp time, not wall time."""
+    import time
+
+    from fixtures.restoration_probe import image_msg
+    from sensor_msgs.msg import Image
+
+    ns = '/t_restore_stamps'
+    start_node(spawn, ns, 'cache.max_age_s:=0.2')
+    probe = probe_factory(ns)
+    images = probe.record('restored/image_raw', Image)
+    probe.wait_for_node()
+    pub = probe.publisher('image_raw', Image)
+    probe.wait_matched(pub, 'reliable')
+    # 0.3 s apart on the wall clock (older than max_age_s), 0.05 s apart in their stamps, then a
+    # frame 1 s later in its stamp: miss, hit, hit, miss.
+    for stamp in ((1_700_000_100, 0), (1_700_000_100, 50_000_000), (1_700_000_100, 100_000_000),
+                  (1_700_000_101, 100_000_000)):
+        pub.publish(image_msg(foggy_rgb, 'rgb8', stamp))
+        wait_output(probe, images, stamp)
+        time.sleep(0.3)
+    probe.wait_figure('published', 4)
+    assert probe.figure('cache_hit_rate', None) == pytest.approx(0.5), probe.figures()
+
+
+@pytest.mark.ros
 def test_parameters_change_live_and_invalid_values_are_rejected(spawn, probe_factory,
                                                                  foggy_rgb):
     from fixtures.restoration_probe import image_msg, stamp_of
