@@ -471,7 +471,7 @@ def run(args):
 
 
 def _bag_frames(bag, topic, stride, limit):
-    """(index, rgb, header stamp in seconds) frames of a bag topic and their expected count."""
+    """(index, rgb, header stamp in s or None) frames of a bag topic and their expected count."""
     from adaqual_ros.io.bags import list_topics, read_images
 
     images = read_images(bag, topic)
