@@ -101,10 +101,9 @@ def add_arguments(parser):
 
 def clahe(rgb, clip_limit=2.0, tiles=8):
     """Plain CLAHE on the L channel of Lab (the reference's baseline)."""
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-    op = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tiles, tiles))
-    lab[:, :, 0] = op.apply(lab[:, :, 0])
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    from adaqual_ros.runtime.classical import clahe_lightness
+
+    return clahe_lightness(rgb, clip_limit, tiles)
 
 
 class Row:

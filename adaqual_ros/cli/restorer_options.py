@@ -4,6 +4,19 @@ runtime's Restorer (`bench`, `evaluate`): one definition, and unset means the ru
 (`eval-restore` scores the checkpoint on still images and has its own `--skip-*` semantics.)
 """
 
+
+
+def _bool(text):
+    value = str(text).strip().lower()
+    if value in ('1', 'true', 'yes', 'on'):
+        return True
+    if value in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError(f'expected true or false, got {text!r}')
+
+
+_bool.__name__ = 'true/false'  # argparse names the type in its error message
+
 # (flag, RestorerSettings field, type, what it does)
 OPTIONS = (
     ('--skip-threshold', 'skip_threshold', float,
@@ -13,6 +26,8 @@ OPTIONS = (
      'share of degraded cells at which the whole frame is restored (1 = off)'),
     ('--residual-guide', 'residual_guide', int,
      'radius (px) of the guided filter of the predicted residual (0 = off)'),
+    ('--fog-contrast', 'fog_contrast', _bool,
+     'true/false: classical backend, equalise contrast after dehazing a fog frame'),
 )
 
 

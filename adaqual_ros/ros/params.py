@@ -205,6 +205,11 @@ RESTORATION_PARAMS = (
               "Radius (px) of a guided filter of the model's predicted change by the input "
               'frame: keeps changes that follow the frame, averages away texture the model '
               'invents in flat fog (0 = off)', (0, _settings.MAX_RESIDUAL_GUIDE)),
+    ParamSpec('fog_contrast', _DEFAULTS.fog_contrast,
+              'Classical backend: on a fog frame (restored whole, haze its main damage), '
+              'equalise local contrast after dehazing (CLAHE on lightness): higher mAP50 from '
+              'more low-confidence detections; level or lower precision and recall at '
+              'confidence 0.25; less faithful to the scene'),
     ParamSpec('tile_size', _DEFAULTS.tile_size,
               'Tile edge in pixels for model inference, a multiple of the 64 px quality cell; '
               '0 = whole frame (one network call); -1 = auto: whole frames on CUDA (the faster '
@@ -289,7 +294,7 @@ def settings_from_params(values, base=None):
     changes = {key: get(key, getattr(base, key)) for key in (
         'backend', 'model_path', 'device', 'half', 'compile', 'compile_mode', 'steps',
         'skip_threshold', 'skip_margin', 'whole_frame_share', 'residual_guide',
-        'tile_size',
+        'fog_contrast', 'tile_size',
         'quality_backend', 'quality_model_path', 'threads', 'on_error',
         'fallback_to_classical', 'seed')}
     return base.with_changes(cache=cache, **changes)

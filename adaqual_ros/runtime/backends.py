@@ -148,7 +148,8 @@ class ClassicalBackend(RestorationBackend):
 
     Runs once on the bounding box of the windows (dehazing needs the global atmospheric light),
     weighted per region by the quality map; a frame restored whole whose main damage is haze is
-    dehazed at full strength (classical.py says why).
+    dehazed at full strength, then contrast-equalised with ``fog_contrast`` (classical.py says
+    why).
     """
 
     name = 'classical'
@@ -163,7 +164,8 @@ class ClassicalBackend(RestorationBackend):
         out = rgb.copy()
         start = time.perf_counter()
         out[y0:y1, x0:x1] = classical.restore_float(
-            rgb[y0:y1, x0:x1], quality_map.crop(y0, x0, y1 - y0, x1 - x0), stream.whole_frame)
+            rgb[y0:y1, x0:x1], quality_map.crop(y0, x0, y1 - y0, x1 - x0), stream.whole_frame,
+            settings.fog_contrast)
         return BackendOutput(out, timings={'model': (time.perf_counter() - start) * 1000.0},
                              windows_run=1)
 

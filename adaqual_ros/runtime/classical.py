@@ -15,7 +15,8 @@ switched on by simple global statistics. Fog is the exception: on a frame the ru
 whole (``whole_frame``) whose main damage is haze, dehazing runs at full strength everywhere, since
 fog covers frames and the dark channel's own transmission map already leaves clear pixels nearly
 as they were, while the per-cell weights leave patches of real fog that the estimator reads weakly
-(README, classical backend on fog).
+(README, classical backend on fog). With ``fog_contrast`` such a frame's local contrast is then
+equalised (CLAHE on lightness): more low-confidence detections, less fidelity.
 """
 import cv2
 import numpy as np
@@ -28,6 +29,10 @@ _DCP_LONG_SIDE = 480
 _OMEGA = 0.95       # keep a little haze so distant objects still look distant (He et al.)
 _T_MIN = 0.1        # transmission floor: avoids amplifying noise in dense haze
 _GF_EPS = 1e-3
+
+
+def _to_uint8(rgb_f):
+    return (np.clip(rgb_f, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _check_rgb_uint8(rgb):
@@ -111,6 +116,14 @@ def dehaze(rgb_f):
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def clahe_lightness(rgb_uint8, clip_limit=2.0, tiles=8):
+    """CLAHE on the L channel of Lab, colour kept; uint8 RGB in and out (OpenCV's CLAHE)."""
+    lab = cv2.cvtColor(rgb_uint8, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tiles, tiles)).apply(
+        lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
 def enhance_low_light(rgb_f):
     """Gamma from the mean luminance, then CLAHE on Lab L; float32 RGB [0, 1] in and out."""
     lum = _gray(rgb_f)
@@ -119,7 +132,7 @@ def enhance_low_light(rgb_f):
     gamma = 1.0 if mean <= 1e-4 else float(np.clip(np.log(0.45) / np.log(max(mean, 1e-4)),
                                                       0.3, 1.0))
     lifted = np.power(np.clip(lum, 0.0, 1.0), gamma)
-    lab = cv2.cvtColor((np.clip(rgb_f, 0, 1) * 255.0 + 0.5).astype(np.uint8), cv2.COLOR_RGB2LAB)
+    lab = cv2.cvtColor(_to_uint8(rgb_f), cv2.COLOR_RGB2LAB)
     lab[..., 0] = (lifted * 255.0 + 0.5).astype(np.uint8)
     clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
     new_l = clahe.apply(lab[..., 0]).astype(np.float32) / 255.0
@@ -134,7 +147,7 @@ def derain(rgb_f, ksize=5, threshold=0.03):
     Light deraining / desnowing: bright thin structures (narrower than ``ksize``) that stand more
     than ``threshold`` above a median-filtered copy are replaced by the median, with a soft mask.
     """
-    u8 = (np.clip(rgb_f, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+    u8 = _to_uint8(rgb_f)
     median = cv2.medianBlur(u8, ksize).astype(np.float32) / 255.0
     excess = _gray(rgb_f) - _gray(median)
     # Soft mask: 0 below the threshold, 1 at four times it.
@@ -170,7 +183,7 @@ def haze_leads(quality_map):
     return bool(led.mean() >= 0.5)
 
 
-def _weights_from_map(quality_map, shape, whole_frame=False):
+def _weights_from_map(quality_map, shape, fog=False):
     """Per-pixel (H, W) weight of each degradation type: severity x type probability, smoothed."""
     h, w = shape
     if tuple(quality_map.image_size) != (h, w):
@@ -179,8 +192,8 @@ def _weights_from_map(quality_map, shape, whole_frame=False):
     sev = _cell_strengths(quality_map)
     weights = {}
     for k, name in enumerate(DEGRADATION_TYPES):
-        if name == 'haze' and whole_frame and haze_leads(quality_map):
-            weights[name] = 1.0  # fog: the whole frame at full strength (module docstring)
+        if name == 'haze' and fog:
+            weights[name] = 1.0  # the whole frame at full strength (module docstring)
             continue
         cells = sev[..., k].astype(np.float32)
         if not cells.any():
@@ -215,7 +228,7 @@ def _apply(base, restored, weight):
     return base + (restored - base) * weight[..., None]
 
 
-def classical_restore(rgb_uint8, quality_map=None, whole_frame=False):
+def classical_restore(rgb_uint8, quality_map=None, whole_frame=False, fog_contrast=False):
     """
     Restore an RGB uint8 frame with classical operators (no weights).
 
@@ -227,6 +240,8 @@ def classical_restore(rgb_uint8, quality_map=None, whole_frame=False):
         whole_frame (`bool`, defaults to False): the runtime restores this frame whole (its
             ``whole_frame_share`` rule); with haze as the map's main damage, dehazing then runs at
             full strength everywhere.
+        fog_contrast (`bool`, defaults to False): on such a fog frame, equalise local contrast
+            after dehazing (the runtime's ``fog_contrast``).
 
     Returns:
         `np.ndarray` uint8 (H, W, 3) RGB.
@@ -234,17 +249,19 @@ def classical_restore(rgb_uint8, quality_map=None, whole_frame=False):
     _check_rgb_uint8(rgb_uint8)
     if quality_map is not None and not isinstance(quality_map, QualityMap):
         raise ValueError(f'quality_map must be a QualityMap, got {type(quality_map).__name__}')
-    out = restore_float(rgb_uint8.astype(np.float32) / 255.0, quality_map, whole_frame)
-    return (out * 255.0 + 0.5).astype(np.uint8)
+    out = restore_float(rgb_uint8.astype(np.float32) / 255.0, quality_map, whole_frame,
+                        fog_contrast)
+    return _to_uint8(out)
 
 
-def restore_float(rgb_f, quality_map=None, whole_frame=False):
+def restore_float(rgb_f, quality_map=None, whole_frame=False, fog_contrast=False):
     """classical_restore on a float32 RGB image in [0, 1] (the runtime's working format)."""
     rgb_f = np.ascontiguousarray(rgb_f, dtype=np.float32)
+    fog = whole_frame and quality_map is not None and haze_leads(quality_map)
     if quality_map is None:
         weights = _weights_from_stats(rgb_f)
     else:
-        weights = _weights_from_map(quality_map, rgb_f.shape[:2], whole_frame)
+        weights = _weights_from_map(quality_map, rgb_f.shape[:2], fog)
     out = rgb_f
     streaks = weights['rain']
     if streaks is not None:
@@ -254,6 +271,8 @@ def restore_float(rgb_f, quality_map=None, whole_frame=False):
         out = _apply(out, derain(out, ksize=7, threshold=0.03), weights['snow'])
     if weights['haze'] is not None:
         out = _apply(out, dehaze(out), weights['haze'])
+        if fog and fog_contrast:
+            out = clahe_lightness(_to_uint8(out)).astype(np.float32) / 255.0
     if weights['low_light'] is not None:
         out = _apply(out, enhance_low_light(out), weights['low_light'])
     return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -313,6 +313,12 @@ def test_classical_backend_dehazes_a_fog_frame_restored_whole_everywhere():
         frame, stream_id='fog', quality_map=qmap)
     assert whole.skipped_fraction == 0
     assert np.abs(whole.image.astype(np.float32) - full).max() <= 1
+    # fog_contrast (off by default) equalises the fog frame's contrast as well.
+    assert not RestorerSettings().fog_contrast
+    contrast = Restorer(settings(backend='classical', whole_frame_share=0.7,
+                                 fog_contrast=True)).restore(frame, stream_id='fog',
+                                                             quality_map=qmap)
+    assert np.abs(contrast.image.astype(np.float32) - full).mean() > 2
     cellwise = Restorer(settings(backend='classical', whole_frame_share=1.0)).restore(
         frame, stream_id='fog', quality_map=qmap)
     assert cellwise.skipped_fraction == pytest.approx(2 / 9)

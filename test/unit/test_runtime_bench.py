@@ -57,3 +57,16 @@ def test_bench_rejects_bad_lists(tmp_path, capsys):
     assert '640by480' in err and 'magic' in err
     with pytest.raises(ValueError, match='WxH'):
         bench.parse_resolutions('0x480')
+
+
+def test_node_knobs_parse_as_the_node_takes_them(tmp_path, capsys):
+    from adaqual_ros.cli.restorer_options import resolved_options, restorer_changes
+
+    args = _args(tmp_path)
+    assert restorer_changes(args) == {}  # unset: the runtime's defaults
+    assert resolved_options(args)['fog_contrast'] is False
+    args = _args(tmp_path, **{'fog-contrast': 'true', 'whole-frame-share': 1.0})
+    assert restorer_changes(args) == {'fog_contrast': True, 'whole_frame_share': 1.0}
+    with pytest.raises(SystemExit):
+        _args(tmp_path, **{'fog-contrast': 'maybe'})
+    assert "invalid true/false value: 'maybe'" in capsys.readouterr().err

@@ -218,6 +218,14 @@ def test_classical_restore_dehazes_a_fog_frame_restored_whole_at_full_strength()
                           classical_restore(hazy, rainy))
     assert not haze_leads(haze_map({}))  # a clean map has no leading damage
     assert not haze_leads(haze_map({'haze': 0.1}))  # traces of haze (strength 0.15) do not lead
+    # fog_contrast: the dehazed fog frame's lightness equalised, nothing else touched.
+    from adaqual_ros.runtime.classical import clahe_lightness
+
+    assert np.array_equal(classical_restore(hazy, fog, whole_frame=True, fog_contrast=True),
+                          clahe_lightness(full))
+    assert np.array_equal(classical_restore(hazy, fog, fog_contrast=True), cell_weighted)
+    assert np.array_equal(classical_restore(hazy, rainy, whole_frame=True, fog_contrast=True),
+                          classical_restore(hazy, rainy))
 
 
 def test_scattered_cells_stay_small_and_merging_is_fast():
