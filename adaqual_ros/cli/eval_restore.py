@@ -74,6 +74,9 @@ def add_arguments(parser):
                         help='with --skip-threshold: share of degraded cells at which the whole '
                              "frame is restored (the node's `whole_frame_share`; default: the "
                              'runtime default; 1 = off)')
+    parser.add_argument('--fog-contrast', action='store_true',
+                        help="the classical row with the node's `fog_contrast` (contrast "
+                             'equalised after dehazing a fog frame)')
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--no-ablations', action='store_true', help='skip the ablations')
 
@@ -294,7 +297,8 @@ def run(args):
         scores.add('input', dataset, condition, lq, gt)
         if classical_restore is not None:
             scores.add('classical', dataset, condition,
-                       classical_restore(lq, qmap, _restored_whole(qmap, args)), gt)
+                       classical_restore(lq, qmap, _restored_whole(qmap, args),
+                                         args.fog_contrast), gt)
         for seed in noise_seeds:
             evaluate_adaqual(per_seed[seed], seed, dataset, condition, lq_t, gt, qmap, gt_qmap,
                              ablate)
@@ -373,6 +377,7 @@ def run(args):
         'noise': _noise_spread(per_seed, ablate=not args.no_ablations),
         'settings': {'model': str(args.model or 'shipped'), 'estimator': est_name,
                      'steps': args.steps, 'residual_guide': guide, 'seed': args.seed,
+                     'fog_contrast': args.fog_contrast,
                      'skip_threshold': args.skip_threshold,
                      'skip_margin': args.skip_margin if args.skip_threshold is not None else None,
                      'whole_frame_share': (_whole_share(args)
