@@ -21,6 +21,8 @@ import time
 import cv2
 import numpy as np
 
+from adaqual_ros.cli.restorer_options import parse_bool
+
 REAL_SETS = ('rain100l', 'raindrop')
 ABLATION_COSTS = ('prompts_empty', 'prompts_shuffled', 'quality_off')
 HELDOUT_CLEAN_DIR = 'data/clean/bsds500/val'
@@ -74,9 +76,9 @@ def add_arguments(parser):
                         help='with --skip-threshold: share of degraded cells at which the whole '
                              "frame is restored (the node's `whole_frame_share`; default: the "
                              'runtime default; 1 = off)')
-    parser.add_argument('--fog-contrast', action='store_true',
-                        help="the classical row with the node's `fog_contrast` (contrast "
-                             'equalised after dehazing a fog frame)')
+    parser.add_argument('--fog-contrast', type=parse_bool, default=False,
+                        help="true/false: the classical row with the node's `fog_contrast` "
+                             '(contrast equalised after dehazing a fog frame; default false)')
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--no-ablations', action='store_true', help='skip the ablations')
 

@@ -99,13 +99,6 @@ def add_arguments(parser):
 
 # ---- rows (restoration backends) -------------------------------------------------------------
 
-def clahe(rgb, clip_limit=2.0, tiles=8):
-    """Plain CLAHE on the L channel of Lab (the reference's baseline)."""
-    from adaqual_ros.runtime.classical import clahe_lightness
-
-    return clahe_lightness(rgb, clip_limit, tiles)
-
-
 class Row:
     """One evaluated row: a name and a function rgb -> (rgb, ms, backend actually used)."""
 
@@ -126,7 +119,6 @@ class Row:
             **{k: v for k, v in (('steps', args.steps), ('seed', args.noise_seed))
                if v is not None},
             **restorer_changes(args))
-        self.note = ''
         if args.quality_backend:
             self.restorer = Restorer(settings.with_changes(quality_backend=args.quality_backend))
             return
@@ -150,7 +142,9 @@ class Row:
         if self.name == 'raw':
             return rgb, 0.0, None
         if self.name == 'clahe':
-            out = clahe(rgb)
+            from adaqual_ros.runtime.classical import clahe_lightness  # torch-free until here
+
+            out = clahe_lightness(rgb)  # the reference's plain CLAHE
             return out, (time.perf_counter() - t0) * 1e3, None
         result = self.restorer.restore(rgb, stream_id=stream_id, color_order='rgb', stamp=stamp)
         self.used.add(result.backend)

@@ -5,8 +5,8 @@ runtime's Restorer (`bench`, `evaluate`): one definition, and unset means the ru
 """
 
 
-
-def _bool(text):
+def parse_bool(text):
+    """argparse type of the true/false flags (`--fog-contrast true`)."""
     value = str(text).strip().lower()
     if value in ('1', 'true', 'yes', 'on'):
         return True
@@ -15,7 +15,7 @@ def _bool(text):
     raise ValueError(f'expected true or false, got {text!r}')
 
 
-_bool.__name__ = 'true/false'  # argparse names the type in its error message
+parse_bool.__name__ = 'true/false'  # argparse names the type in its error message
 
 # (flag, RestorerSettings field, type, what it does)
 OPTIONS = (
@@ -26,7 +26,7 @@ OPTIONS = (
      'share of degraded cells at which the whole frame is restored (1 = off)'),
     ('--residual-guide', 'residual_guide', int,
      'radius (px) of the guided filter of the predicted residual (0 = off)'),
-    ('--fog-contrast', 'fog_contrast', _bool,
+    ('--fog-contrast', 'fog_contrast', parse_bool,
      'true/false: classical backend, equalise contrast after dehazing a fog frame'),
 )
 

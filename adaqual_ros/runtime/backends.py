@@ -68,8 +68,8 @@ class StreamState:
         self.generator = torch.Generator(device=self.device)
         self._noise = None
         self._lock = threading.Lock()
-        # Set by the runtime before each restore: the frame is restored whole (every cell), its
-        # `whole_frame_share` rule with the stream's hysteresis. The classical backend reads it.
+        # Whether the stream's current frame is restored whole (every cell): the Restorer's
+        # `whole_frame_share` rule, whose hysteresis reads it back; the classical backend too.
         self.whole_frame = False
 
     def noise(self, height, width, dtype):

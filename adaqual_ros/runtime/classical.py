@@ -177,19 +177,26 @@ def haze_leads(quality_map):
     type, at half strength or more (estimators leave traces of haze on rain and low-light cells,
     and dehazing at full strength what is not there costs more than it gives).
     """
-    strengths = _cell_strengths(quality_map)
+    return _haze_leads(_cell_strengths(quality_map))
+
+
+def _haze_leads(strengths):
     haze = strengths[..., DEGRADATION_TYPES.index('haze')]
     led = (strengths.argmax(axis=-1) == DEGRADATION_TYPES.index('haze')) & (haze >= 0.5)
     return bool(led.mean() >= 0.5)
 
 
-def _weights_from_map(quality_map, shape, fog=False):
-    """Per-pixel (H, W) weight of each degradation type: severity x type probability, smoothed."""
+def _weights_from_map(quality_map, shape, whole_frame=False):
+    """
+    ({type: per-pixel (H, W) weight}, fog): severity x type probability, smoothed; fog when the
+    frame is restored whole and haze leads (then haze weighs 1 everywhere).
+    """
     h, w = shape
     if tuple(quality_map.image_size) != (h, w):
         raise ValueError(
             f'quality map is for {tuple(quality_map.image_size)}, image is {(h, w)}')
     sev = _cell_strengths(quality_map)
+    fog = whole_frame and _haze_leads(sev)
     weights = {}
     for k, name in enumerate(DEGRADATION_TYPES):
         if name == 'haze' and fog:
@@ -203,7 +210,7 @@ def _weights_from_map(quality_map, shape, fog=False):
                                   cells.shape[0] * quality_map.cell),
                           interpolation=cv2.INTER_LINEAR)[:h, :w]
         weights[name] = np.ascontiguousarray(full)
-    return weights
+    return weights, fog
 
 
 def _weights_from_stats(rgb_f):
@@ -257,11 +264,10 @@ def classical_restore(rgb_uint8, quality_map=None, whole_frame=False, fog_contra
 def restore_float(rgb_f, quality_map=None, whole_frame=False, fog_contrast=False):
     """classical_restore on a float32 RGB image in [0, 1] (the runtime's working format)."""
     rgb_f = np.ascontiguousarray(rgb_f, dtype=np.float32)
-    fog = whole_frame and quality_map is not None and haze_leads(quality_map)
     if quality_map is None:
-        weights = _weights_from_stats(rgb_f)
+        weights, fog = _weights_from_stats(rgb_f), False
     else:
-        weights = _weights_from_map(quality_map, rgb_f.shape[:2], fog)
+        weights, fog = _weights_from_map(quality_map, rgb_f.shape[:2], whole_frame)
     out = rgb_f
     streaks = weights['rain']
     if streaks is not None:

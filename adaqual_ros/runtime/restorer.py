@@ -260,7 +260,6 @@ class Restorer:
         settings = validate_settings(settings or RestorerSettings())
         self._lock = threading.Lock()
         self._streams = {}
-        self._whole_streams = set()  # streams whose last frame was restored whole
         self._given_estimator = estimator
         self._given_pipeline = pipeline
         self._loader = None
@@ -335,7 +334,7 @@ class Restorer:
                                         stamp)
         timings['quality'] = _ms(t)
 
-        degraded = self._degraded(qmap, settings, stream_id)
+        degraded = self._degraded(qmap, settings, self._stream(stream_id, runtime))
         skipped = _clean_pixel_fraction(degraded, qmap.cell, (height, width))
         if not degraded.any() or runtime.backend.name == 'passthrough':
             timings['total'] = _ms(start)
@@ -369,9 +368,8 @@ class Restorer:
             timings['convert'] += _ms(t)
             t = time.perf_counter()
             try:
-                stream = self._stream(stream_id, runtime)
-                stream.whole_frame = bool(degraded.all())
-                output = runtime.backend.restore(rgb, qmap, windows, stream, tiling)
+                output = runtime.backend.restore(rgb, qmap, windows,
+                                                 self._stream(stream_id, runtime), tiling)
                 break
             except Exception as exc:  # noqa: BLE001 - the caller sees one error type per failure
                 if not is_out_of_memory(exc):
@@ -655,19 +653,15 @@ class Restorer:
             raise RestorationError(f'quality map is for {tuple(qmap.image_size)}, frame is {size}')
         return qmap, hit
 
-    def _degraded(self, qmap, settings, stream_id):
-        """The cells to restore, with the stream's whole-frame hysteresis."""
+    @staticmethod
+    def _degraded(qmap, settings, stream):
+        """The cells to restore; ``stream.whole_frame`` carries the whole-frame hysteresis."""
         share = settings.whole_frame_share
-        with self._lock:
-            if share < 1.0 and stream_id in self._whole_streams:
-                share -= WHOLE_FRAME_HYSTERESIS
+        if share < 1.0 and stream.whole_frame:
+            share -= WHOLE_FRAME_HYSTERESIS
         degraded = degraded_cells(qmap.scores, settings.skip_threshold, settings.skip_margin,
                                   share)
-        with self._lock:
-            if degraded.all():
-                self._whole_streams.add(stream_id)
-            else:
-                self._whole_streams.discard(stream_id)
+        stream.whole_frame = bool(degraded.all())
         return degraded
 
     def _stream(self, stream_id, runtime):
@@ -676,7 +670,10 @@ class Restorer:
             state = self._streams.get(stream_id)
             seed = _stream_seed(runtime.settings.seed, stream_id)
             if state is None or state.seed != seed or state.device != device:
-                state = self._streams[stream_id] = StreamState(stream_id, seed, device)
+                old, state = state, StreamState(stream_id, seed, device)
+                # new noise for a new seed or device; the whole-frame state is the stream's
+                state.whole_frame = bool(old is not None and old.whole_frame)
+                self._streams[stream_id] = state
             return state
 
     def _finish(self, result):
