@@ -284,6 +284,9 @@ def test_adaqual_pipeline_stops_the_graph_when_a_node_dies(spawn, tmp_path):
     text = proc.log_path.read_text()
     assert 'node detect exited with code 1' in text, text
     codes = dict(re.findall(r'(\w+) (-?\d+)', text.split('stopped: ', 1)[1].splitlines()[0]))
-    assert codes == {'metrics': '0', 'detect': '1'}, text
+    # The detector dies at once; metrics may still be importing then, and a SIGINT before rclpy
+    # installs its handler ends it by the signal (-2), which the pipeline counts as a stop too.
+    assert codes['detect'] == '1' and codes['metrics'] in ('0', '-2'), text
+    assert set(codes) == {'metrics', 'detect'}, text
     assert 'cannot use detector' in (tmp_path / 'logs' / 'detect.log').read_text()
     assert not [pid for pid in _pids(text) if _alive(pid)]
