@@ -8,6 +8,9 @@
 #   .gpu/shared/data/...  compact copy of ../shared: clean/ (JPEG q85, <= 800 px), weather_layers/,
 #                         video/people.mp4 (bench frames)
 # Results go to $OUT as tarballs (the device returns at most 8 files, 2 folders deep).
+# TRAIN_EXTRA adds training options, e.g. the estimator trained with the restorer (its weights
+# land in pipeline*/estimator/): TRAIN_EXTRA="joint_estimator=true estimator_prob=0.8
+# estimator_context=2".
 # Local smoke test: DEVICE=cpu TRAIN_MIN=0.3 WORKERS=1 BENCH_FRAMES=1 WARMUP=0 RES=320x240 \
 #   PAPER_RES=128x128 OUT=/tmp/o bash tools/gpu_session.sh
 set -u
@@ -27,7 +30,7 @@ R=$PWD/runs  # absolute: the bench resolves --model-path from its own working di
 $A train --out $R/gpu_small init=adaqual_ros/checkpoints/adaqual_small lr=${LR:-3e-4} \
   crop=192 batch_size=32 time_limit_min=$TRAIN_MIN threads=2 num_workers=$WORKERS \
   val_every=500 checkpoint_every=100000 estimator=learned estimator_prob=0.6 camera_aug=0.3 \
-  clean_prob=${CLEAN_PROB:-0.15} > $R/gpu_small.log 2>&1
+  clean_prob=${CLEAN_PROB:-0.15} ${TRAIN_EXTRA:-} > $R/gpu_small.log 2>&1
 tail -n 3 $R/gpu_small/train.log
 
 if [ -z "${SKIP_BENCH:-}" ]; then

@@ -73,6 +73,18 @@ class TrainConfig:
             sampler on the input that sampler builds from the model's own earlier predictions
             (one extra forward pass per such crop, no gradient through it).
         unroll_steps (`int`): the sampler's steps for ``unroll`` (the restorer's default, 2).
+        joint_estimator (`bool`): train the learned estimator together with the restorer. Its
+            maps of the ``estimator_prob`` share of the crops are computed in the training step
+            with gradients, so the restorer's loss reaches the estimator through the quality
+            input (FiLM); its own loss against the synthesis' maps (weight ``estimator_weight``)
+            keeps it a quality estimate (the runtime skips and prompts by it). Needs
+            ``estimator='learned'``; the estimator's weights are saved beside the pipeline
+            (``estimator/``, ``estimator_final/``). A restorer follows the estimator it trained
+            with, so the two are shipped as a pair.
+        estimator_weight (`float`): weight of the estimator's own loss (L1 of the cell scores +
+            BCE of the cell type strengths) in a joint run.
+        estimator_lr (`float`): the estimator's peak learning rate in a joint run (its schedule
+            follows the restorer's).
     """
 
     out_dir: str = 'runs/adaqual_small'
@@ -108,6 +120,9 @@ class TrainConfig:
     score_shift: float = 0.0
     unroll: float = 0.0
     unroll_steps: int = 2
+    joint_estimator: bool = False
+    estimator_weight: float = 1.0
+    estimator_lr: float = 1e-4
     init: str = ''
     seed: int = 0
     threads: int = 2
@@ -191,12 +206,18 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
     Endless random crops of clean photos with synthetic weather and its ground-truth quality.
 
     Yields dicts: 'degraded', 'clean' (3, crop, crop) float [0, 1]; 'quality' (5, g, g) model
-    input ((q - 3) / 2 and 4 type strengths); 'scores' (g, g) ground-truth q.
+    input ((q - 3) / 2 and 4 type strengths); 'scores' (g, g) ground-truth q. With ``joint``
+    the estimator is not run here (the training step runs it with gradients): the picked crops
+    keep the truth in 'quality' and every sample adds the estimator's input and targets,
+    'est_image' (3, side, side) (the synthesised region, side = crop x context), 'est_scores'
+    (G, G), 'est_types' (G, G, 4), 'est_cells' (2,) the crop's first cell row and column in
+    that region, and 'est_pick' (whether its conditioning is the estimator's map).
     """
 
     def __init__(self, files, crop, cell, seed, scale_min=0.5, clean_prob=0.06,
                  quality_jitter=0.25, layers=None, estimator='', estimator_prob=0.5,
-                 camera_aug=0.0, context=1, dim_haze=0.0, estimator_path='', score_shift=0.0):
+                 camera_aug=0.0, context=1, dim_haze=0.0, estimator_path='', score_shift=0.0,
+                 joint=False):
         super().__init__()
         if crop % cell:
             raise ValueError(f'crop {crop} must be a multiple of cell {cell}')
@@ -214,6 +235,7 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         if score_shift < 0:
             raise ValueError(f'score_shift must be >= 0, got {score_shift}')
         self.score_shift = float(score_shift)
+        self.joint = bool(joint)
         self._estimator = None
         self._cache = {}
 
@@ -258,17 +280,26 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         scores, types = s.quality.astype(np.float32), s.types.astype(np.float32)
         degraded = compression(s.degraded, rng, self.camera_aug * 0.8)
         q_in, t_in = scores, types
-        if self.estimator_name and rng.random() < self.estimator_prob:
+        picked = bool(self.estimator_name) and rng.random() < self.estimator_prob
+        if picked and not self.joint:
             q_in, t_in = self._estimate(degraded)
             if not (np.isfinite(q_in).all() and np.isfinite(t_in).all()):
                 # an estimator failure must not poison the batch: this crop keeps the truth
                 q_in, t_in = scores, types
-        elif self.quality_jitter > 0 and rng.random() < 0.5:
+        elif not picked and self.quality_jitter > 0 and rng.random() < 0.5:
             q_in = np.clip(scores + rng.normal(0, self.quality_jitter, scores.shape), 1, 5)
             t_in = np.clip(types + rng.normal(0, self.quality_jitter * 0.4, types.shape), 0, 1)
         if self.score_shift > 0:
             q_in = np.clip(q_in + rng.normal(0.0, self.score_shift), 1, 5).astype(np.float32)
         clean = s.clean
+        to_t = lambda a: torch.from_numpy(  # noqa: E731
+            np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255))
+        r = c = 0
+        joint = {}
+        if self.joint:  # the whole region: the estimator reads it as in a frame
+            joint = {'est_image': to_t(degraded), 'est_scores': torch.from_numpy(scores.copy()),
+                     'est_types': torch.from_numpy(types.copy()),
+                     'est_pick': torch.tensor(picked)}
         if self.context > 1:  # the training crop: whole cells of the region
             n = self.crop // self.cell
             r, c = (int(v) for v in rng.integers(side // self.cell - n + 1, size=2))
@@ -276,12 +307,12 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
             pixels = tuple(slice(v.start * self.cell, v.stop * self.cell) for v in cells)
             degraded, clean = degraded[pixels], clean[pixels]
             scores, types, q_in, t_in = (a[cells] for a in (scores, types, q_in, t_in))
+        if self.joint:
+            joint['est_cells'] = torch.tensor([r, c])
         quality = np.concatenate([((q_in - 3.0) / 2.0)[None], np.moveaxis(t_in, -1, 0)], 0)
-        to_t = lambda a: torch.from_numpy(  # noqa: E731
-            np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255))
         return {'degraded': to_t(degraded), 'clean': to_t(clean),
                 'quality': torch.from_numpy(quality.astype(np.float32)),
-                'scores': torch.from_numpy(scores), 'condition': cond}
+                'scores': torch.from_numpy(scores), 'condition': cond, **joint}
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -292,8 +323,7 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
 
 
 def _collate(items):
-    out = {k: torch.stack([it[k] for it in items]) for k in ('degraded', 'clean', 'quality',
-                                                              'scores')}
+    out = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != 'condition'}
     out['condition'] = [it['condition'] for it in items]
     return out
 
@@ -336,15 +366,19 @@ def build_validation_set(assets, n, size, cell, seed=1234, layers=None):
     return out
 
 
-def validate(pipe, val_set, steps=2, seed=0):
-    """Mean PSNR (dB) of the pipeline's restorations and of the inputs over the validation set."""
+def validate(pipe, val_set, steps=2, seed=0, estimated=False):
+    """
+    Mean PSNR (dB) of the pipeline's restorations and of the inputs over the validation set,
+    conditioned on the ground-truth maps, or with ``estimated`` on the pipeline's estimator's.
+    """
     from adaqual_ros.metrics.image import psnr
 
     res, inp = [], []
     for degraded, clean, qmap in val_set:
         x = torch.from_numpy(degraded).permute(2, 0, 1)[None].float() / 255
         g = torch.Generator().manual_seed(seed)
-        out = pipe(x, [qmap], generator=g, num_inference_steps=steps).images[0]
+        out = pipe(x, None if estimated else [qmap], generator=g,
+                   num_inference_steps=steps).images[0]
         restored = (out.permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
         res.append(psnr(restored, clean))
         inp.append(psnr(degraded, clean))
@@ -389,8 +423,38 @@ def sampler_last_input(unet, scheduler, degraded, cond, noise, steps):
     return x, int(timesteps[-1])
 
 
+def estimator_conditioning(estimator, batch, cell, device='cpu'):
+    """
+    The learned estimator's maps of a joint batch, with gradients.
+
+    Runs the estimator on each sample's synthesised region ('est_image'), averages its
+    predictions over ``cell`` px cells as at inference (`to_cells`), and cuts the training
+    crop's cells out of them.
+
+    Returns:
+        `(quality, loss, terms)`: the model's (B, 5, g, g) quality input for the crops, and the
+        estimator's own loss over the whole regions (L1 of the cell scores + BCE of the cell
+        type strengths against the synthesis').
+    """
+    import torch.nn.functional as F
+
+    image = batch['est_image'].to(device)
+    scores, logits = estimator(image)
+    cs, cp = getattr(estimator, 'module', estimator).to_cells(scores, logits, image.shape[2:],
+                                                              cell)
+    l_score = F.l1_loss(cs, batch['est_scores'].to(device))
+    l_types = F.binary_cross_entropy(cp.clamp(1e-6, 1 - 1e-6), batch['est_types'].to(device))
+    n = batch['quality'].shape[-1]
+    quality = torch.stack([
+        torch.cat([((cs[i, r:r + n, c:c + n] - 3.0) / 2.0)[None],
+                   cp[i, r:r + n, c:c + n].permute(2, 0, 1)])
+        for i, (r, c) in enumerate(batch['est_cells'].tolist())])
+    return quality, l_score + l_types, {'est_l1': l_score.item(), 'est_bce': l_types.item()}
+
+
 def training_loss(unet, encoder, prompter, scheduler, batch, weights, generator, t_focus=0.5,
-                  cell=64, device='cpu', unroll=0.0, unroll_steps=2):
+                  cell=64, device='cpu', unroll=0.0, unroll_steps=2, estimator=None,
+                  estimator_weight=1.0):
     """
     Loss of one batch: prompts from the batch's (ground-truth) quality, noisy residual, r0 loss.
 
@@ -403,6 +467,9 @@ def training_loss(unet, encoder, prompter, scheduler, batch, weights, generator,
         unroll (`float`): share of the crops trained at the last step of an ``unroll_steps``-step
             sampler on the input the sampler builds there from the model's own earlier
             predictions (`sampler_last_input`) instead of the true residual plus noise.
+        estimator (`LearnedQualityEstimator`, *optional*): joint training; the batch's picked
+            crops ('est_pick') are conditioned on its maps (`estimator_conditioning`), and its
+            own loss, times ``estimator_weight``, is added.
 
     Returns:
         `(loss, terms)`.
@@ -411,10 +478,16 @@ def training_loss(unet, encoder, prompter, scheduler, batch, weights, generator,
     clean = batch['clean'].to(device)
     quality = batch['quality'].to(device)
     b, _, h, w = degraded.shape
+    est_loss, est_terms = None, {}
+    if estimator is not None:
+        q_est, est_loss, est_terms = estimator_conditioning(estimator, batch, cell, device)
+        pick = batch['est_pick'].to(device)[:, None, None, None]
+        quality = torch.where(pick, q_est.to(quality.dtype), quality)
     cond = {'quality': quality, 'cell': cell}
     # (a DDP-wrapped model keeps its config on .module)
     if getattr(unet, 'module', unet).config.use_prompts:
-        prompts = [prompter.build(q) for q in _qmaps_from_batch(batch['quality'], cell, (h, w))]
+        # prompts are text: built from the map as it is, no gradient through them
+        prompts = [prompter.build(q) for q in _qmaps_from_batch(quality, cell, (h, w))]
         ge, gm, le, lm = encoder.encode_prompt_sets(prompts)
         cond.update(global_embeds=ge, global_mask=gm, local_embeds=le, local_mask=lm)
     residual = clean - degraded
@@ -436,7 +509,11 @@ def training_loss(unet, encoder, prompter, scheduler, batch, weights, generator,
     pred = unet(noisy, t, degraded, **cond).sample
     scores_pixel = torch.repeat_interleave(torch.repeat_interleave(
         batch['scores'].to(device)[:, None], cell, dim=2), cell, dim=3)[:, :, :h, :w]
-    return adaqual_loss(pred, degraded, clean, scores_pixel, weights)
+    loss, terms = adaqual_loss(pred, degraded, clean, scores_pixel, weights)
+    if est_loss is not None:
+        loss = loss + estimator_weight * est_loss
+        terms = {**terms, **est_terms, 'total': loss.item()}
+    return loss, terms
 
 
 def check_gradients(modules):
@@ -481,6 +558,11 @@ def train(cfg):
     if cfg.unroll and cfg.unroll_steps < 2:
         raise ValueError(f'unroll_steps must be >= 2 (a sampler with earlier steps), got '
                          f'{cfg.unroll_steps}')
+    if cfg.joint_estimator and cfg.estimator != 'learned':
+        raise ValueError(f'joint_estimator trains the learned estimator: set estimator=learned '
+                         f'(got estimator={cfg.estimator!r})')
+    if cfg.joint_estimator and cfg.estimator_weight < 0:
+        raise ValueError(f'estimator_weight must be >= 0, got {cfg.estimator_weight}')
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     weights = LossWeights(cfg.l1, cfg.l2, cfg.a, cfg.edge)
@@ -502,13 +584,28 @@ def train(cfg):
     unet.train()
     text_encoder.train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+    groups = [{'params': params, 'scale': 1.0}]
+    estimator = None
+    if cfg.joint_estimator:
+        from adaqual_ros.quality.learned import load_learned_estimator
+
+        estimator = load_learned_estimator(cfg.estimator_path or None, cell=cfg.cell)
+        # Batch statistics of a few crops would drift the norms it reads frames with: its
+        # batch norms stay in inference mode, its weights train.
+        estimator.eval()
+        estimator.requires_grad_(True)
+        groups.append({'params': list(estimator.parameters()),
+                       'scale': cfg.estimator_lr / cfg.lr if cfg.lr else 0.0})
+    trained = [p for g in groups for p in g['params']]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   betas=(0.9, 0.99))
-    ema = EMAModel(params, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+    ema = EMAModel(trained, decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
     state = {'step': 0, 'elapsed_s': 0.0, 'best_psnr': -1.0, 'input_psnr': None,
              'saved_psnr': None}
     accelerator = Accelerator(project_dir=str(out))
     unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
+    if estimator is not None:
+        estimator = accelerator.prepare(estimator)
     accelerator.register_for_checkpointing(ema)
     ckpt = out / 'checkpoint'
     if cfg.resume and (ckpt / 'trainer_state.json').is_file():
@@ -522,7 +619,7 @@ def train(cfg):
                           estimator=cfg.estimator, estimator_prob=cfg.estimator_prob,
                           camera_aug=cfg.camera_aug, context=cfg.estimator_context,
                           dim_haze=cfg.dim_haze, estimator_path=cfg.estimator_path,
-                          score_shift=cfg.score_shift)
+                          score_shift=cfg.score_shift, joint=cfg.joint_estimator)
     loader = torch.utils.data.DataLoader(
         data, batch_size=cfg.batch_size, collate_fn=_collate, num_workers=cfg.num_workers,
         worker_init_fn=_worker_init if cfg.num_workers else None,
@@ -534,31 +631,41 @@ def train(cfg):
     log = _Log(out)
     log({'event': 'start', 'step': state['step'], 'images': len(files),
          'config': asdict(cfg)}, f'start at step {state["step"]}: {len(files)} clean images, '
-        f'{sum(p.numel() for p in params)} parameters')
+        f'{sum(p.numel() for p in trained)} parameters'
+        + (' (estimator trained jointly)' if estimator is not None else ''))
     gen = torch.Generator().manual_seed(cfg.seed * 1000003 + state['step'])
     cell, device = cfg.cell, accelerator.device
 
     def ema_pipeline():
         base_unet = accelerator.unwrap_model(unet)
         base_te = accelerator.unwrap_model(text_encoder)
-        live = list(base_unet.parameters()) + list(base_te.parameters())
+        base_est = None if estimator is None else accelerator.unwrap_model(estimator)
+        live = [p for m in (base_unet, base_te, base_est) if m is not None
+                for p in m.parameters()]
         ema.store(live)
         ema.copy_to(live)
-        p = AdaQualPipeline(base_unet, scheduler, pipe.tokenizer, base_te, cell=cell)
+        p = AdaQualPipeline(base_unet, scheduler, pipe.tokenizer, base_te, cell=cell,
+                            estimator=base_est)
         return p, live
+
+    def save(p, folder):
+        p.save_pretrained(str(folder))
+        if estimator is not None:  # the pair: this restorer follows this estimator
+            p.estimator.save_pretrained(str(Path(folder) / 'estimator'))
 
     def run_validation():
         p, live = ema_pipeline()
         p.unet.eval()
         p.text_encoder.eval()
         try:
-            val_psnr, in_psnr = validate(p, val_set)
+            # A joint run is judged with its own estimator's maps: the pair is what ships.
+            val_psnr, in_psnr = validate(p, val_set, estimated=estimator is not None)
             improved = val_psnr > state['best_psnr']
             if improved:
                 state['best_psnr'] = val_psnr
-                p.save_pretrained(str(out / 'pipeline'))
+                save(p, out / 'pipeline')
                 if cfg.save_to and val_psnr > in_psnr:
-                    p.save_pretrained(cfg.save_to)
+                    save(p, cfg.save_to)
                     state['saved_psnr'] = val_psnr
         finally:
             ema.restore(live)
@@ -571,6 +678,7 @@ def train(cfg):
         accelerator.save_state(str(ckpt))
         (ckpt / 'trainer_state.json').write_text(json.dumps(state))
 
+    maps = ", the estimator's maps" if estimator is not None else ', ground-truth maps'
     t_start = time.time() - state['elapsed_s']
     bar = tqdm(total=cfg.steps, initial=state['step'], mininterval=30, desc='train')
     it = iter(loader)
@@ -581,21 +689,24 @@ def train(cfg):
             break
         batch = next(it)
         loss, terms = training_loss(unet, encoder, pipe.prompter, scheduler, batch, weights,
-                                    gen, cfg.t_focus, cell, device, cfg.unroll, cfg.unroll_steps)
+                                    gen, cfg.t_focus, cell, device, cfg.unroll, cfg.unroll_steps,
+                                    estimator, cfg.estimator_weight)
         if not torch.isfinite(loss):
             raise FloatingPointError(f'non-finite loss at step {state["step"]}: {terms}')
         lr = _lr_at(cfg, state['step'], state['elapsed_s'])
         for group in optimizer.param_groups:
-            group['lr'] = lr
+            group['lr'] = lr * group['scale']
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if first_step:
             first_step = False
             check_gradients({'unet': accelerator.unwrap_model(unet),
-                             'text_encoder': accelerator.unwrap_model(text_encoder)})
-        accelerator.clip_grad_norm_(params, 1.0)
+                             'text_encoder': accelerator.unwrap_model(text_encoder),
+                             **({} if estimator is None else
+                                {'estimator': accelerator.unwrap_model(estimator)})})
+        accelerator.clip_grad_norm_(trained, 1.0)
         optimizer.step()
-        ema.step(params)
+        ema.step(trained)
         state['step'] += 1
         for k, v in terms.items():
             running[k] = running.get(k, 0.0) + v
@@ -613,7 +724,7 @@ def train(cfg):
             val_psnr, in_psnr, improved = run_validation()
             log({'event': 'val', 'step': step, 'psnr': val_psnr, 'input_psnr': in_psnr,
                  'time_s': round(time.time() - t_start, 1)},
-                f'val step {step}: PSNR {val_psnr:.2f} dB (input {in_psnr:.2f} dB)'
+                f'val step {step}: PSNR {val_psnr:.2f} dB (input {in_psnr:.2f} dB)' + maps
                 + (' *' if improved else ''))
         if step % cfg.checkpoint_every == 0:
             state['elapsed_s'] = time.time() - t_start
@@ -623,9 +734,9 @@ def train(cfg):
     val_psnr, in_psnr, _ = run_validation()
     p, live = ema_pipeline()
     try:
-        p.save_pretrained(str(out / 'pipeline_final'))
+        save(p, out / 'pipeline_final')
         if cfg.save_to and val_psnr >= state['best_psnr'] - 1e-6 and val_psnr > in_psnr:
-            p.save_pretrained(cfg.save_to)
+            save(p, cfg.save_to)
             state['saved_psnr'] = val_psnr
     finally:
         ema.restore(live)

@@ -16,6 +16,7 @@ from adaqual_ros.training.train import (
     SyntheticCrops,
     _collate,
     check_gradients,
+    estimator_conditioning,
     list_images,
     merge_config,
     sampler_last_input,
@@ -283,3 +284,78 @@ def test_init_starts_from_a_saved_pipeline(assets, tmp_path):
     fresh = AdaQualPipeline.from_components_config('tiny', cell=32).unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], fresh[k]) for k in a)
+
+
+def _joint_batch(assets, prob, n=4):
+    files = list_images(['data/clean/bsds500/train'], assets)[:2]
+    data = SyntheticCrops(files, 64, 32, seed=0, clean_prob=0.0, quality_jitter=0.0,
+                          estimator='learned', estimator_prob=prob, context=3, joint=True)
+    rng = np.random.default_rng(2)
+    return _collate([data.sample(rng) for _ in range(n)])
+
+
+def test_joint_conditioning_is_the_estimators_read_of_the_crops_region(assets):
+    from adaqual_ros.quality import build_estimator
+
+    batch = _joint_batch(assets, 0.5, n=6)
+    assert batch['est_image'].shape == (6, 3, 192, 192) and batch['est_types'].shape[1:] == (
+        6, 6, 4)
+    assert 0 < batch['est_pick'].sum() < 6  # both kinds of crop in the batch
+    estimator = build_estimator('learned', cell=32)
+    quality, loss, terms = estimator_conditioning(estimator, batch, 32)
+    assert quality.shape == (6, 5, 2, 2) and loss.requires_grad and terms['est_l1'] > 0
+    for i, (r, c) in enumerate(batch['est_cells'].tolist()):
+        # the training crop is cells r..r+1, c..c+1 of its region, ground truth and read alike
+        assert torch.equal(batch['scores'][i], batch['est_scores'][i, r:r + 2, c:c + 2])
+        region = (batch['est_image'][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        read = estimator.estimate(region)
+        assert np.allclose(quality[i, 0].detach().numpy() * 2 + 3,
+                           read.scores[r:r + 2, c:c + 2], atol=1e-4)
+        assert np.allclose(quality[i, 1:].detach().permute(1, 2, 0).numpy(),
+                           read.type_probs[r:r + 2, c:c + 2], atol=1e-4)
+
+
+def test_joint_loss_reaches_the_estimator_through_the_picked_crops_only(assets):
+    from adaqual_ros.prompting.text_encoder import PromptEncoder
+    from adaqual_ros.quality.learned import load_learned_estimator
+
+    pipe = _random_tiny_pipeline(2)
+    encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder, cache_size=0)
+    for prob, reached in ((1.0, True), (0.0, False)):
+        estimator = load_learned_estimator(cell=32)
+        estimator.eval()
+        batch = _joint_batch(assets, prob)
+        g = torch.Generator().manual_seed(5)
+        # estimator_weight 0: only the restorer's loss, so any gradient came through the map
+        loss, terms = training_loss(pipe.unet, encoder, pipe.prompter, pipe.scheduler, batch,
+                                    LossWeights(), g, 0.5, 32, estimator=estimator,
+                                    estimator_weight=0.0)
+        assert {'est_l1', 'est_bce', 'total'} <= set(terms)
+        loss.backward()
+        grads = [p.grad for p in estimator.parameters()]
+        assert all(gr is not None and gr.abs().sum() > 0 for gr in grads) == reached
+        # (weight 0 still builds the estimator's own loss into the graph: zero, not None)
+        assert all(gr is None or not gr.abs().sum() for gr in grads) == (not reached)
+
+
+def test_joint_training_saves_the_estimator_beside_the_pipeline(assets, tmp_path):
+    from adaqual_ros.quality.learned import load_learned_estimator
+
+    with pytest.raises(ValueError, match='set estimator=learned'):
+        train(merge_config(None, [f'out_dir={tmp_path / "bad"}', 'joint_estimator=true']))
+    assert not (tmp_path / 'bad').exists()
+    train(merge_config({'assets': str(assets)}, [
+        f'out_dir={tmp_path / "run"}', 'model_config=tiny', 'cell=32', 'crop=64',
+        'batch_size=2', 'steps=2', 'val_every=2', 'checkpoint_every=100', 'val_images=1',
+        'val_size=64', 'num_workers=0', 'max_images=3', 'time_limit_min=0', 'threads=1',
+        'warmup_steps=1', 'clean_dirs=[data/clean/bsds500/train]', 'estimator=learned',
+        'estimator_prob=1.0', 'estimator_context=2', 'joint_estimator=true',
+        'estimator_lr=1e-2']))
+    shipped = load_learned_estimator(cell=32).state_dict()
+    for folder in ('pipeline', 'pipeline_final'):
+        trained = load_learned_estimator(tmp_path / 'run' / folder / 'estimator',
+                                         cell=32).state_dict()
+        assert trained.keys() == shipped.keys()
+        assert not all(torch.equal(trained[k], shipped[k]) for k in shipped)
+    log = (tmp_path / 'run' / 'train.log').read_text()
+    assert 'estimator trained jointly' in log and "the estimator's maps" in log
