@@ -22,7 +22,11 @@ import warnings
 import cv2
 import numpy as np
 
-from adaqual_ros.cli.restorer_options import add_restorer_options, restorer_changes
+from adaqual_ros.cli.restorer_options import (
+    QUALITY_MODEL_PATH_HELP,
+    add_restorer_options,
+    restorer_changes,
+)
 
 DEFAULT_RESOLUTIONS = '640x480,1280x720,1920x1080'
 DEFAULT_BACKENDS = 'adaqual,classical,passthrough'
@@ -61,7 +65,7 @@ def add_arguments(parser):
     parser.add_argument('--quality-backend', default='learned',
                         help="quality estimator: 'learned', 'classical' or 'deqa'")
     parser.add_argument('--quality-model-path', default='',
-                        help='quality estimator weights folder (default: shipped)')
+                        help=QUALITY_MODEL_PATH_HELP)
     parser.add_argument('--steps', type=int, default=2, help='DDIM steps')
     parser.add_argument('--tile-size', type=int, default=None,
                         help='tile size in pixels (0 = whole frame; default: auto, as the node)')

@@ -21,7 +21,7 @@ import time
 import cv2
 import numpy as np
 
-from adaqual_ros.cli.restorer_options import parse_bool
+from adaqual_ros.cli.restorer_options import QUALITY_MODEL_PATH_HELP, parse_bool
 
 REAL_SETS = ('rain100l', 'raindrop')
 ABLATION_COSTS = ('prompts_empty', 'prompts_shuffled', 'quality_off')
@@ -60,7 +60,7 @@ def add_arguments(parser):
                         help="quality estimator for AdaQual and classical ('learned', "
                         "'classical'); falls back to 'classical' when 'learned' cannot load")
     parser.add_argument('--quality-model-path', default='',
-                        help='weights folder of the estimator (default: the shipped one)')
+                        help=QUALITY_MODEL_PATH_HELP)
     parser.add_argument('--steps', type=int, default=2, help='DDIM steps of the main row')
     parser.add_argument('--residual-guide', type=int, default=None,
                         help='radius (px) of the guided filter of the predicted residual '
@@ -245,7 +245,11 @@ def run(args):
     pipe = AdaQualPipeline.from_pretrained(args.model) if args.model else \
         AdaQualPipeline.from_pretrained()
     cell = pipe.config.cell
-    estimator, est_name = _load_estimator(args.estimator, cell, args.quality_model_path)
+    quality_path = args.quality_model_path
+    if not quality_path and args.estimator == 'learned':
+        from adaqual_ros.pipelines import paired_estimator_path
+        quality_path = paired_estimator_path(args.model or None) or ''
+    estimator, est_name = _load_estimator(args.estimator, cell, quality_path)
     pipe.estimator = estimator
 
     # The held-out set is written once per (images, seed) and reused.
@@ -378,6 +382,7 @@ def run(args):
         'quality_map': _map_agreement(cells),
         'noise': _noise_spread(per_seed, ablate=not args.no_ablations),
         'settings': {'model': str(args.model or 'shipped'), 'estimator': est_name,
+                     'estimator_path': str(quality_path or 'shipped'),
                      'steps': args.steps, 'residual_guide': guide, 'seed': args.seed,
                      'fog_contrast': args.fog_contrast,
                      'skip_threshold': args.skip_threshold,

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from adaqual_ros.cli.restorer_options import (
+    QUALITY_MODEL_PATH_HELP,
     add_restorer_options,
     resolved_options,
     restorer_changes,
@@ -53,7 +54,7 @@ def add_arguments(parser):
         p.add_argument('--quality-backend', default=None,
                        help='quality estimator for the restorer (learned|classical|deqa)')
         p.add_argument('--quality-model-path', default='',
-                       help='quality estimator weights folder (default: the shipped one)')
+                       help=QUALITY_MODEL_PATH_HELP)
         p.add_argument('--steps', type=int, default=None,
                        help='AdaQual DDIM steps (default: the runtime default, 2)')
         add_restorer_options(p)

@@ -5,7 +5,8 @@ from adaqual_ros.pipelines.pipeline_adaqual import (
     build_scheduler,
     default_pipeline_path,
     neutral_quality_map,
+    paired_estimator_path,
 )
 
 __all__ = ['AdaQualOutput', 'AdaQualPipeline', 'build_scheduler', 'default_pipeline_path',
-           'neutral_quality_map']
+           'neutral_quality_map', 'paired_estimator_path']

@@ -29,6 +29,18 @@ def default_pipeline_path():
     return CHECKPOINT_DIR
 
 
+def paired_estimator_path(pipeline_path=None):
+    """
+    The learned estimator trained together with this pipeline (`adaqual train
+    joint_estimator=true` saves it in the pipeline's ``estimator/`` folder), or None.
+
+    A restorer follows the estimator it was trained with, so where a pipeline has one, the
+    runtime and eval-restore read frames with it unless told another estimator's weights.
+    """
+    folder = Path(pipeline_path or default_pipeline_path()) / 'estimator'
+    return folder if (folder / 'config.json').is_file() else None
+
+
 def build_scheduler(num_train_timesteps=1000):
     """The DDIM scheduler of the method: predicts the clean residual, trailing spacing."""
     return DDIMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule='linear',

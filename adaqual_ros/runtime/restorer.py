@@ -519,7 +519,7 @@ class Restorer:
         cell = int(getattr(backend, 'cell', DEFAULT_CELL))
         estimator = None
         if previous is not None and not _changed(previous.settings, settings, (
-                'quality_backend', 'quality_model_path', 'device')) and \
+                'quality_backend', 'quality_model_path', 'model_path', 'device')) and \
                 getattr(previous.estimator, 'cell', cell) == cell:
             estimator = previous.estimator
         if estimator is None:
@@ -604,6 +604,9 @@ class Restorer:
         cell = int(cell or DEFAULT_CELL)
         device = str(resolve_device(settings.device))
         path = settings.quality_model_path or None
+        if path is None and settings.quality_backend == 'learned':
+            from adaqual_ros.pipelines import paired_estimator_path
+            path = paired_estimator_path(settings.model_path or None)
         try:
             return build_estimator(settings.quality_backend, cell=cell, device=device,
                                    path=path), ''

@@ -620,3 +620,33 @@ def test_compile_failure_at_the_first_call_runs_eagerly_with_a_warning():
     assert np.array_equal(result.image[:, :128], frame[:, :128])
     # From the next frame on: the eager network on adaptive windows, as without compile.
     assert np.array_equal(restorer.restore(frame, quality_map=qmap).image, expected)
+
+
+def test_a_pipeline_trained_with_its_estimator_reads_frames_with_it(tmp_path):
+    # `adaqual train joint_estimator=true` saves the estimator in the pipeline's estimator/
+    # folder; the restorer follows the estimator it trained with, so the runtime must use it.
+    from adaqual_ros.pipelines import paired_estimator_path
+    from adaqual_ros.quality.learned import default_checkpoint_path, load_learned_estimator
+
+    folder = tmp_path / 'pipe'
+    random_pipeline().save_pretrained(str(folder))
+    assert paired_estimator_path(folder) is None
+    trained = load_learned_estimator()
+    with torch.no_grad():
+        trained.head[2].bias[0] -= 4.0  # reads every frame as more damaged
+    trained.save_pretrained(str(folder / 'estimator'))
+    assert paired_estimator_path(folder) == folder / 'estimator'
+    frame = haze(scene(128, 192), t=0.8)
+
+    def read(**kw):
+        restorer = Restorer(settings(backend='adaqual', quality_backend='learned',
+                                     model_path=str(folder), **kw))
+        return restorer.restore(frame, 's').quality_map.scores
+
+    paired = trained.estimate(frame).scores
+    shipped = load_learned_estimator().estimate(frame).scores
+    assert paired.mean() < shipped.mean() - 0.2
+    np.testing.assert_allclose(read(), paired, atol=1e-5)
+    # told another estimator's weights, it uses those
+    np.testing.assert_allclose(read(quality_model_path=str(default_checkpoint_path())), shipped,
+                               atol=1e-5)
