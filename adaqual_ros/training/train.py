@@ -78,9 +78,9 @@ class TrainConfig:
             with gradients, so the restorer's loss reaches the estimator through the quality
             input (FiLM); its own loss against the synthesis' maps (weight ``estimator_weight``)
             keeps it a quality estimate (the runtime skips and prompts by it). Needs
-            ``estimator='learned'``; the estimator's weights are saved beside the pipeline
-            (``estimator/``, ``estimator_final/``). A restorer follows the estimator it trained
-            with, so the two are shipped as a pair.
+            ``estimator='learned'``; the estimator's weights are saved in each saved pipeline's
+            ``estimator/`` folder, which the runtime then reads frames with
+            (`paired_estimator_path`): a restorer follows the estimator it trained with.
         estimator_weight (`float`): weight of the estimator's own loss (L1 of the cell scores +
             BCE of the cell type strengths) in a joint run.
         estimator_lr (`float`): the estimator's peak learning rate in a joint run (its schedule
