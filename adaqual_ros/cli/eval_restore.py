@@ -245,10 +245,9 @@ def run(args):
     pipe = AdaQualPipeline.from_pretrained(args.model) if args.model else \
         AdaQualPipeline.from_pretrained()
     cell = pipe.config.cell
-    quality_path = args.quality_model_path
-    if not quality_path and args.estimator == 'learned':
-        from adaqual_ros.pipelines import paired_estimator_path
-        quality_path = paired_estimator_path(args.model or None) or ''
+    from adaqual_ros.pipelines import estimator_weights
+    quality_path = estimator_weights(args.estimator, args.quality_model_path,
+                                     args.model or None) or ''
     estimator, est_name = _load_estimator(args.estimator, cell, quality_path)
     pipe.estimator = estimator
 

@@ -4,9 +4,10 @@ from adaqual_ros.pipelines.pipeline_adaqual import (
     AdaQualPipeline,
     build_scheduler,
     default_pipeline_path,
+    estimator_weights,
     neutral_quality_map,
     paired_estimator_path,
 )
 
 __all__ = ['AdaQualOutput', 'AdaQualPipeline', 'build_scheduler', 'default_pipeline_path',
-           'neutral_quality_map', 'paired_estimator_path']
+           'estimator_weights', 'neutral_quality_map', 'paired_estimator_path']

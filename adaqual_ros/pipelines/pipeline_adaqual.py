@@ -41,6 +41,19 @@ def paired_estimator_path(pipeline_path=None):
     return folder if (folder / 'config.json').is_file() else None
 
 
+def estimator_weights(quality_backend, quality_model_path='', pipeline_path=None):
+    """
+    The weights folder a restorer built from ``pipeline_path`` reads frames with: the one it is
+    told, else for the learned estimator the pipeline's own (`paired_estimator_path`), else None
+    (the estimator's default weights).
+    """
+    if quality_model_path:
+        return quality_model_path
+    if quality_backend == 'learned':
+        return paired_estimator_path(pipeline_path)
+    return None
+
+
 def build_scheduler(num_train_timesteps=1000):
     """The DDIM scheduler of the method: predicts the clean residual, trailing spacing."""
     return DDIMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule='linear',

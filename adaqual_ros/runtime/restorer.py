@@ -599,14 +599,13 @@ class Restorer:
     def _build_estimator(self, settings, cell=None):
         if self._given_estimator is not None:
             return self._given_estimator, ''
+        from adaqual_ros.pipelines import estimator_weights
         from adaqual_ros.quality import build_estimator
 
         cell = int(cell or DEFAULT_CELL)
         device = str(resolve_device(settings.device))
-        path = settings.quality_model_path or None
-        if path is None and settings.quality_backend == 'learned':
-            from adaqual_ros.pipelines import paired_estimator_path
-            path = paired_estimator_path(settings.model_path or None)
+        path = estimator_weights(settings.quality_backend, settings.quality_model_path,
+                                 settings.model_path or None)
         try:
             return build_estimator(settings.quality_backend, cell=cell, device=device,
                                    path=path), ''

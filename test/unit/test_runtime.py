@@ -625,7 +625,7 @@ def test_compile_failure_at_the_first_call_runs_eagerly_with_a_warning():
 def test_a_pipeline_trained_with_its_estimator_reads_frames_with_it(tmp_path):
     # `adaqual train joint_estimator=true` saves the estimator in the pipeline's estimator/
     # folder; the restorer follows the estimator it trained with, so the runtime must use it.
-    from adaqual_ros.pipelines import paired_estimator_path
+    from adaqual_ros.pipelines import estimator_weights, paired_estimator_path
     from adaqual_ros.quality.learned import default_checkpoint_path, load_learned_estimator
 
     folder = tmp_path / 'pipe'
@@ -636,6 +636,10 @@ def test_a_pipeline_trained_with_its_estimator_reads_frames_with_it(tmp_path):
         trained.head[2].bias[0] -= 4.0  # reads every frame as more damaged
     trained.save_pretrained(str(folder / 'estimator'))
     assert paired_estimator_path(folder) == folder / 'estimator'
+    # (eval-restore resolves its --quality-model-path the same way)
+    assert estimator_weights('learned', '', folder) == folder / 'estimator'
+    assert estimator_weights('learned', '/w', folder) == '/w'
+    assert estimator_weights('classical', '', folder) is None
     frame = haze(scene(128, 192), t=0.8)
 
     def read(**kw):
