@@ -165,7 +165,8 @@ class AdaQualPipeline(DiffusionPipeline):
 
         Args:
             path (`str` or `Path`, *optional*): folder; defaults to the shipped checkpoint.
-            estimator (*optional*): a quality estimator to use instead of building one.
+            estimator (*optional*): a quality estimator to use instead of building one; by
+                default the folder's own ``estimator/`` (a joint run's) where it has one.
             device (`str`, *optional*): move the model there.
         """
         from transformers import AutoTokenizer, CLIPTextModel
@@ -183,6 +184,12 @@ class AdaQualPipeline(DiffusionPipeline):
         settings = {k: config[k] for k in ('cell', 'c_min', 'c_max', 'curve', 'estimator_name')
                     if k in config}
         settings.update(kwargs)
+        paired = paired_estimator_path(root)
+        if estimator is None and paired is not None and \
+                settings.get('estimator_name', 'learned') == 'learned':
+            from adaqual_ros.quality.learned import load_learned_estimator
+            estimator = load_learned_estimator(paired, cell=settings.get('cell', 64),
+                                               device=device or 'cpu')
         pipe = cls(unet, scheduler, tokenizer, text_encoder, estimator=estimator, **settings)
         pipe.unet.eval()
         pipe.text_encoder.eval()

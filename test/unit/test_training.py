@@ -357,5 +357,9 @@ def test_joint_training_saves_the_estimator_beside_the_pipeline(assets, tmp_path
                                          cell=32).state_dict()
         assert trained.keys() == shipped.keys()
         assert not all(torch.equal(trained[k], shipped[k]) for k in shipped)
+    # the saved pipeline loads with its own estimator
+    from adaqual_ros.pipelines import AdaQualPipeline
+    loaded = AdaQualPipeline.from_pretrained(tmp_path / 'run' / 'pipeline_final')
+    assert all(torch.equal(v, trained[k]) for k, v in loaded.estimator.state_dict().items())
     log = (tmp_path / 'run' / 'train.log').read_text()
     assert 'estimator trained jointly' in log and "the estimator's maps" in log
