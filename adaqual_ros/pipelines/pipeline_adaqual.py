@@ -144,6 +144,7 @@ class AdaQualPipeline(DiffusionPipeline):
         self.register_to_config(cell=int(cell), c_min=int(c_min), c_max=int(c_max), curve=curve,
                                 estimator_name=estimator_name)
         self.estimator = estimator
+        self.estimator_path = None  # weights get_estimator builds from (None = the default)
         self.prompter = Prompter(c_min, c_max, curve)
         self.prompt_encoder = PromptEncoder(tokenizer, text_encoder)
 
@@ -184,13 +185,9 @@ class AdaQualPipeline(DiffusionPipeline):
         settings = {k: config[k] for k in ('cell', 'c_min', 'c_max', 'curve', 'estimator_name')
                     if k in config}
         settings.update(kwargs)
-        paired = paired_estimator_path(root)
-        if estimator is None and paired is not None and \
-                settings.get('estimator_name', 'learned') == 'learned':
-            from adaqual_ros.quality.learned import load_learned_estimator
-            estimator = load_learned_estimator(paired, cell=settings.get('cell', 64),
-                                               device=device or 'cpu')
         pipe = cls(unet, scheduler, tokenizer, text_encoder, estimator=estimator, **settings)
+        # Built on first use only: the runtime hands in its own maps and never needs it.
+        pipe.estimator_path = estimator_weights(pipe.config.estimator_name, '', root)
         pipe.unet.eval()
         pipe.text_encoder.eval()
         if device is not None:
@@ -202,7 +199,8 @@ class AdaQualPipeline(DiffusionPipeline):
         if self.estimator is None:
             from adaqual_ros.quality import build_estimator
             self.estimator = build_estimator(self.config.estimator_name, cell=self.config.cell,
-                                             device=str(self.unet.device))
+                                             device=str(self.unet.device),
+                                             path=self.estimator_path)
         return self.estimator
 
     def estimate_quality(self, image):

@@ -297,8 +297,8 @@ class SyntheticCrops(torch.utils.data.IterableDataset):
         r = c = 0
         joint = {}
         if self.joint:  # the whole region: the estimator reads it as in a frame
-            joint = {'est_image': to_t(degraded), 'est_scores': torch.from_numpy(scores.copy()),
-                     'est_types': torch.from_numpy(types.copy()),
+            joint = {'est_image': to_t(degraded), 'est_scores': torch.from_numpy(scores),
+                     'est_types': torch.from_numpy(types),
                      'est_pick': torch.tensor(picked)}
         if self.context > 1:  # the training crop: whole cells of the region
             n = self.crop // self.cell

@@ -360,6 +360,6 @@ def test_joint_training_saves_the_estimator_beside_the_pipeline(assets, tmp_path
     # the saved pipeline loads with its own estimator
     from adaqual_ros.pipelines import AdaQualPipeline
     loaded = AdaQualPipeline.from_pretrained(tmp_path / 'run' / 'pipeline_final')
-    assert all(torch.equal(v, trained[k]) for k, v in loaded.estimator.state_dict().items())
+    assert all(torch.equal(v, trained[k]) for k, v in loaded.get_estimator().state_dict().items())
     log = (tmp_path / 'run' / 'train.log').read_text()
     assert 'estimator trained jointly' in log and "the estimator's maps" in log
