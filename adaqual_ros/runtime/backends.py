@@ -202,7 +202,7 @@ class AdaQualBackend(RestorationBackend):
         unet = self.pipeline.unet
         if self.plan.is_cuda:
             # Timing algorithms per shape is opt-in: on an H200 it did not beat the heuristic
-            # choice for the paper config (GPU section of the README).
+            # choice for the paper config (docs/RESULTS.md, GPU).
             torch.backends.cudnn.benchmark = bool(settings.cudnn_benchmark)
         if self.plan.channels_last:
             unet.to(memory_format=torch.channels_last)

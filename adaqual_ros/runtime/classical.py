@@ -15,8 +15,8 @@ switched on by simple global statistics. Fog is the exception: on a frame the ru
 whole (``whole_frame``) whose main damage is haze, dehazing runs at full strength everywhere, since
 fog covers frames and the dark channel's own transmission map already leaves clear pixels nearly
 as they were, while the per-cell weights leave patches of real fog that the estimator reads weakly
-(README, classical backend on fog). With ``fog_contrast`` such a frame's local contrast is then
-equalised (CLAHE on lightness): more low-confidence detections, less fidelity.
+(docs/RESULTS.md, Classical backend on fog). With ``fog_contrast`` such a frame's local contrast
+is then equalised (CLAHE on lightness): more low-confidence detections, less fidelity.
 """
 import cv2
 import numpy as np
@@ -166,7 +166,7 @@ def _cell_strengths(quality_map):
     probs = quality_map.type_probs
     # A type weaker than the cell's strongest counts in proportion to it: estimators leave a
     # little haze on rain cells, and dehazing (or deraining) what is not there costs more than it
-    # gives (eval-restore's classical row: 16.64 -> 16.87 dB; README).
+    # gives (eval-restore's classical row: 16.64 -> 16.87 dB; docs/RESULTS.md).
     share = probs / np.maximum(probs.max(axis=-1, keepdims=True), 1e-6)
     return sev * np.clip(probs * 3.0, 0.0, 1.0) * np.clip(share, 0.0, 1.0)
 

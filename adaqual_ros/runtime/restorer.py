@@ -218,9 +218,9 @@ def degraded_cells(scores, threshold, margin=0, whole_share=1.0):
     ``threshold`` (a frame without such a cell stays clean whatever the share).
 
     Why the margin: fog is spatially smooth, but the estimator reads cells of a foggy frame as
-    clean (flat bright fog, dark road); they pass through as bright blocks
-    between restored cells, which on real fog costs the detector more than restoring them (README,
-    "Skip margin"; on rain, snow and clean frames the margin costs instead, so the default is 0).
+    clean (flat bright fog, dark road); they pass through as bright blocks between restored
+    cells, which on real fog costs the detector more than restoring them (docs/RESULTS.md, "Skip
+    margin"; on rain, snow and clean frames the margin costs instead, so the default is 0).
     """
     degraded = np.asarray(scores) < threshold
     if degraded.any() and degraded.mean() >= whole_share:

@@ -86,17 +86,18 @@ class RestorerSettings:
             input shape and keep the fastest (torch.backends.cudnn.benchmark, a process-wide
             switch); whole-frame windows, CUDA's default, give one shape per camera. Off by
             default: on an H200 it gained nothing with CUDA graphs and cost eager frames 20 %
-            (README, GPU section).
+            (docs/RESULTS.md, GPU).
         residual_guide (`int`): radius in pixels of a guided filter of the model's predicted
             residual by the degraded frame (0 = off): keeps the residual that follows the frame's
             own structure and averages away texture the model invents in flat fog. 16 px (a
-            quarter of a quality cell) won on both checkpoint-selection sets (README).
+            quarter of a quality cell) won on both checkpoint-selection sets (docs/RESULTS.md,
+            Residual guide).
         fog_contrast (`bool`): classical backend, on a fog frame (restored whole with haze as its
             main damage): equalise local contrast after dehazing (CLAHE on lightness). mAP50 rises
             on three fog sets (+0.02 to +0.06: more low-confidence detections), but precision and
             recall at confidence 0.25 do not (level on DAWN, lower on synthetic haze), and
             fidelity to the scene drops (-0.4 dB on the held-out synthetic set): off by default
-            (README, Classical backend on fog).
+            (docs/RESULTS.md, Classical backend on fog).
     """
 
     backend: str = 'adaqual'
