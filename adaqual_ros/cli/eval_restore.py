@@ -250,6 +250,12 @@ def run(args):
                                      args.model or None) or ''
     estimator, est_name = _load_estimator(args.estimator, cell, quality_path)
     pipe.estimator = estimator
+    # The classical row reads frames as the classical backend does: with the default estimator,
+    # not the one the model was trained with (`estimator_weights`, paired=False).
+    classical_path = estimator_weights(args.estimator, args.quality_model_path, paired=False) \
+        or ''
+    classical_estimator = estimator if classical_path == quality_path else \
+        _load_estimator(args.estimator, cell, classical_path)[0]
 
     # The held-out set is written once per (images, seed) and reused.
     if args.clean_video:
@@ -301,8 +307,9 @@ def run(args):
             cells['tt'].append(gt_qmap.type_probs.reshape(-1, gt_qmap.type_probs.shape[-1]))
         scores.add('input', dataset, condition, lq, gt)
         if classical_restore is not None:
+            cmap = qmap if classical_estimator is estimator else classical_estimator.estimate(lq)
             scores.add('classical', dataset, condition,
-                       classical_restore(lq, qmap, _restored_whole(qmap, args),
+                       classical_restore(lq, cmap, _restored_whole(cmap, args),
                                          args.fog_contrast), gt)
         for seed in noise_seeds:
             evaluate_adaqual(per_seed[seed], seed, dataset, condition, lq_t, gt, qmap, gt_qmap,
@@ -382,6 +389,7 @@ def run(args):
         'noise': _noise_spread(per_seed, ablate=not args.no_ablations),
         'settings': {'model': str(args.model or 'shipped'), 'estimator': est_name,
                      'estimator_path': str(quality_path or 'shipped'),
+                     'classical_estimator_path': str(classical_path or 'shipped'),
                      'steps': args.steps, 'residual_guide': guide, 'seed': args.seed,
                      'fog_contrast': args.fog_contrast,
                      'skip_threshold': args.skip_threshold,

@@ -18,8 +18,9 @@ def parse_bool(text):
 parse_bool.__name__ = 'true/false'  # argparse names the type in its error message
 
 # --quality-model-path (bench, evaluate, eval-restore); `paired_estimator_path` says why.
-QUALITY_MODEL_PATH_HELP = ('weights folder of the estimator (default: the one trained with the '
-                           'model, its estimator/ folder, else the shipped one)')
+QUALITY_MODEL_PATH_HELP = ('weights folder of the estimator (default: for the adaqual backend '
+                           'the one trained with the model, its estimator/ folder, else the '
+                           'shipped one)')
 
 # (flag, RestorerSettings field, type, what it does)
 OPTIONS = (

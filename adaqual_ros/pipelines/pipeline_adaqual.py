@@ -41,15 +41,16 @@ def paired_estimator_path(pipeline_path=None):
     return folder if (folder / 'config.json').is_file() else None
 
 
-def estimator_weights(quality_backend, quality_model_path='', pipeline_path=None):
+def estimator_weights(quality_backend, quality_model_path='', pipeline_path=None, paired=True):
     """
     The weights folder a restorer built from ``pipeline_path`` reads frames with: the one it is
     told, else for the learned estimator the pipeline's own (`paired_estimator_path`), else None
-    (the estimator's default weights).
+    (the estimator's default weights). ``paired`` False (a backend other than the model, such as
+    the classical one, which was not trained with any estimator) skips the pipeline's own.
     """
     if quality_model_path:
         return quality_model_path
-    if quality_backend == 'learned':
+    if quality_backend == 'learned' and paired:
         return paired_estimator_path(pipeline_path)
     return None
 

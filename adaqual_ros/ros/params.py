@@ -219,8 +219,8 @@ RESTORATION_PARAMS = (
               'Quality estimator: learned (shipped small net), classical (no weights) or deqa',
               QUALITY_BACKENDS),
     ParamSpec('quality_model_path', _DEFAULTS.quality_model_path,
-              'Weights folder for the quality estimator; empty = the one trained with the model '
-              '(its estimator/ folder), else the shipped one',
+              'Weights folder for the quality estimator; empty = for the adaqual backend the one '
+              'trained with the model (its estimator/ folder), else the shipped one',
               check=_check_path, choices_note='existing path or empty'),
     ParamSpec('fallback_to_classical', _DEFAULTS.fallback_to_classical,
               'Use the classical backend (announced) when the model cannot load'),

@@ -518,14 +518,20 @@ class Restorer:
         # The quality cells must be the model's cells (prompts and FiLM are per cell).
         cell = int(getattr(backend, 'cell', DEFAULT_CELL))
         estimator = None
+        # Only the model reads frames with the estimator it was trained with (its pipeline's
+        # own); any other backend, a fallback from the model included, with the default one.
+        paired = backend.name == 'adaqual'
         if previous is not None and not _changed(previous.settings, settings, (
                 'quality_backend', 'quality_model_path', 'model_path', 'device')) and \
+                (previous.backend.name == 'adaqual') == paired and \
                 getattr(previous.estimator, 'cell', cell) == cell:
             estimator = previous.estimator
         if estimator is None:
-            estimator, qnote = self._build_estimator(settings, cell)
+            estimator, qnote = self._build_estimator(settings, cell, paired)
             note = '; '.join(n for n in (note, qnote) if n)
-        cache = self._build_cache(settings, previous)
+        # Maps cached from another estimator would condition the next frames: start afresh.
+        cache = self._build_cache(settings, previous if estimator is getattr(
+            previous, 'estimator', None) else None)
         return _Runtime(settings, backend, estimator, cache, note, limits, memory_note)
 
     def _rebuild_light(self, current, settings):
@@ -596,7 +602,7 @@ class Restorer:
             warnings.warn(note, RuntimeWarning, stacklevel=3)
             return build_backend('classical', settings), note
 
-    def _build_estimator(self, settings, cell=None):
+    def _build_estimator(self, settings, cell=None, paired=True):
         if self._given_estimator is not None:
             return self._given_estimator, ''
         from adaqual_ros.pipelines import estimator_weights
@@ -605,7 +611,7 @@ class Restorer:
         cell = int(cell or DEFAULT_CELL)
         device = str(resolve_device(settings.device))
         path = estimator_weights(settings.quality_backend, settings.quality_model_path,
-                                 settings.model_path or None)
+                                 settings.model_path or None, paired)
         try:
             return build_estimator(settings.quality_backend, cell=cell, device=device,
                                    path=path), ''

@@ -66,8 +66,9 @@ class RestorerSettings:
             frame; -1 (AUTO_TILE) = whole frames on CUDA, CPU_TILE px tiles elsewhere.
         quality_backend (`str`): one of QUALITY_BACKENDS.
         quality_model_path (`str`, *optional*): weights of the estimator ('learned' or 'deqa');
-            empty with 'learned' = the estimator trained with the model (its ``estimator/``
-            folder, `paired_estimator_path`) where it has one, else the shipped one.
+            empty with 'learned' = for the adaqual backend the estimator trained with the model
+            (its ``estimator/`` folder, `paired_estimator_path`) where it has one, else (and for
+            every other backend) the shipped one.
         cache (`CacheSettings`): quality-map cache settings.
         threads (`int`): CPU threads for torch (0 = leave torch's default).
         compile (`bool`): wrap the model in torch.compile.

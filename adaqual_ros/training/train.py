@@ -9,7 +9,7 @@ the pipeline's estimator provides them.
     from adaqual_ros.training.train import TrainConfig, train
     train(TrainConfig(out_dir='runs/small', time_limit_min=45))
 """
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 import difflib
 import json
 import math
@@ -51,9 +51,10 @@ class TrainConfig:
             the crops is conditioned on that estimator's map of the degraded crop instead of the
             ground truth (the loss weights keep the ground truth), so the model learns to
             tolerate the estimator it meets at inference.
-        estimator_path (`str`, *optional*): weights folder of that estimator (default: the
-            shipped one); a restorer follows the quirks of the estimator it trained with, so
-            train it with the one it will run with.
+        estimator_path (`str`, *optional*): weights folder of that estimator (default: that of
+            the ``init`` pipeline, its ``estimator/`` folder, where it has one, else the shipped
+            one); a restorer follows the quirks of the estimator it trained with, so train it
+            with the one it will run with.
         estimator_context (`int`): the weather is synthesised (and the estimator run) on a
             square this many crops wide, and the training crop is a cell-aligned part of it: the
             estimator then reads each crop with the context it has in a whole frame at inference
@@ -565,6 +566,12 @@ def train(cfg):
         raise ValueError(f'estimator_weight must be >= 0, got {cfg.estimator_weight}')
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    if cfg.init and cfg.estimator and not cfg.estimator_path:
+        # A fine-tune goes on with the estimator its starting weights were trained with.
+        from adaqual_ros.pipelines import paired_estimator_path
+
+        paired = paired_estimator_path(cfg.init)
+        cfg = replace(cfg, estimator_path=str(paired) if paired else '')
     weights = LossWeights(cfg.l1, cfg.l2, cfg.a, cfg.edge)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -643,8 +643,8 @@ def test_a_pipeline_trained_with_its_estimator_reads_frames_with_it(tmp_path):
     frame = haze(scene(128, 192), t=0.8)
 
     def read(**kw):
-        restorer = Restorer(settings(backend='adaqual', quality_backend='learned',
-                                     model_path=str(folder), **kw))
+        restorer = Restorer(settings(**{'backend': 'adaqual', 'quality_backend': 'learned',
+                                        'model_path': str(folder), **kw}))
         return restorer.restore(frame, 's').quality_map.scores
 
     paired = trained.estimate(frame).scores
@@ -654,3 +654,17 @@ def test_a_pipeline_trained_with_its_estimator_reads_frames_with_it(tmp_path):
     # told another estimator's weights, it uses those
     np.testing.assert_allclose(read(quality_model_path=str(default_checkpoint_path())), shipped,
                                atol=1e-5)
+    # Only the model was trained with it: the classical backend reads with the shipped weights.
+    assert estimator_weights('learned', '', folder, paired=False) is None
+    np.testing.assert_allclose(read(backend='classical'), shipped, atol=1e-5)
+    # A live switch between the two changes the estimator, and maps cached from the other one
+    # (the cache is on by default) do not condition the next frame.
+    restorer = Restorer(settings(backend='adaqual', quality_backend='learned',
+                                 model_path=str(folder)))
+    np.testing.assert_allclose(restorer.restore(frame, 's').quality_map.scores, paired, atol=1e-5)
+    restorer.update(restorer.settings.with_changes(backend='classical'), wait=True)
+    result = restorer.restore(frame, 's')
+    assert result.backend == 'classical'
+    np.testing.assert_allclose(result.quality_map.scores, shipped, atol=1e-5)
+    restorer.update(restorer.settings.with_changes(backend='adaqual'), wait=True)
+    np.testing.assert_allclose(restorer.restore(frame, 's').quality_map.scores, paired, atol=1e-5)

@@ -363,3 +363,16 @@ def test_joint_training_saves_the_estimator_beside_the_pipeline(assets, tmp_path
     assert all(torch.equal(v, trained[k]) for k, v in loaded.get_estimator().state_dict().items())
     log = (tmp_path / 'run' / 'train.log').read_text()
     assert 'estimator trained jointly' in log and "the estimator's maps" in log
+    # a fine-tune of that pipeline goes on with its estimator unless told another one
+    common = ['model_config=tiny', 'cell=32', 'crop=64', 'batch_size=2', 'steps=0',
+              'val_images=1', 'val_size=64', 'num_workers=0', 'max_images=3', 'threads=1',
+              'time_limit_min=0', 'clean_dirs=[data/clean/bsds500/train]', 'estimator=learned',
+              f'init={tmp_path / "run" / "pipeline_final"}']
+    train(merge_config({'assets': str(assets)}, [f'out_dir={tmp_path / "ft"}'] + common))
+    config = json.loads((tmp_path / 'ft' / 'config.json').read_text())
+    assert config['estimator_path'] == str(tmp_path / 'run' / 'pipeline_final' / 'estimator')
+    from adaqual_ros.quality.learned import default_checkpoint_path
+    other = str(default_checkpoint_path())
+    train(merge_config({'assets': str(assets)}, [f'out_dir={tmp_path / "ft2"}',
+                                                 f'estimator_path={other}'] + common))
+    assert json.loads((tmp_path / 'ft2' / 'config.json').read_text())['estimator_path'] == other
