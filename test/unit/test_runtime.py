@@ -633,7 +633,9 @@ def test_a_pipeline_trained_with_its_estimator_reads_frames_with_it(tmp_path):
     assert paired_estimator_path(folder) is None
     trained = load_learned_estimator()
     with torch.no_grad():
-        trained.head[2].bias[0] -= 4.0  # reads every frame as more damaged
+        # reads every frame as damaged: score logit 0 everywhere, a score of 3
+        trained.head[2].weight[0] = 0.0
+        trained.head[2].bias[0] = 0.0
     trained.save_pretrained(str(folder / 'estimator'))
     assert paired_estimator_path(folder) == folder / 'estimator'
     # (eval-restore resolves its --quality-model-path the same way)
