@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import json
 import os
 from pathlib import Path
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ import time
 
 import rclpy
 import yaml
+
+from adaqual_ros.ros.processes import stop_processes
 
 NAMESPACE = '/adaqual_demo'
 PLAYER = 'adaqual_player'
@@ -142,19 +143,7 @@ class Children:
 
     def stop(self, timeout=30.0):
         """SIGINT every child (player first), wait, then kill what is left; return exit codes."""
-        for proc, _ in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        codes = {}
-        for name, (proc, log) in self.procs.items():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            codes[name] = proc.returncode
-            log.close()
+        codes = stop_processes(self.procs, timeout)
         self.procs = {}
         return codes
 

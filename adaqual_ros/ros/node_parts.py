@@ -1,5 +1,7 @@
 """Pieces the nodes share: the process entry point, the newest-frame mailbox, the output set."""
+import faulthandler
 import os
+import signal
 import sys
 import threading
 
@@ -43,6 +45,10 @@ def run_node(make_node, name, args=None):
     else ``destroy_node()``.
     """
     failed = False
+    if hasattr(signal, 'SIGUSR1'):
+        # A node that does not stop can be asked where it is (processes.stop_processes does,
+        # before a kill): every thread's stack goes to stderr, the node's log.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         with rclpy.init(args=args):
             try:

@@ -23,6 +23,7 @@ import time
 import yaml
 
 from adaqual_ros.ros.params import NODE_TABLES, check_params_file, spec_map
+from adaqual_ros.ros.processes import stop_processes
 
 # Console script (setup.py) -> (module run with `python -m`, parameter table in NODE_TABLES).
 EXECUTABLES = {
@@ -376,20 +377,7 @@ class GraphProcesses:
 
     def stop(self, timeout=20.0):
         """SIGINT every running child, wait up to `timeout`, kill the rest; return exit codes."""
-        for proc, _ in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        codes = {}
-        for key, (proc, handle) in self.procs.items():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            codes[key] = proc.returncode
-            if handle:
-                handle.close()
+        codes = stop_processes(self.procs, timeout)
         self.procs = {}
         return codes
 

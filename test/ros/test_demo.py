@@ -31,7 +31,9 @@ def check_common(out, report, conditions):
     assert report['status'] == 'complete'
     # Every node was stopped with SIGINT and exited cleanly.
     codes = report['graph']['exit_codes']
-    assert codes and all(code == 0 for code in codes.values()), codes
+    assert codes and all(code == 0 for code in codes.values()), (codes, {
+        name: (out / 'logs' / f'{name}.log').read_text()[-3000:]
+        for name, code in codes.items() if code and (out / 'logs' / f'{name}.log').is_file()})
     for cond in conditions:
         counts = report['accounting'][cond]
         assert counts['played'] == FRAMES, counts
