@@ -566,7 +566,7 @@ def train(cfg):
         raise ValueError(f'estimator_weight must be >= 0, got {cfg.estimator_weight}')
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    if cfg.init and cfg.estimator and not cfg.estimator_path:
+    if cfg.init and cfg.estimator == 'learned' and not cfg.estimator_path:
         # A fine-tune goes on with the estimator its starting weights were trained with.
         from adaqual_ros.pipelines import paired_estimator_path
 
