@@ -566,12 +566,12 @@ def train(cfg):
         raise ValueError(f'estimator_weight must be >= 0, got {cfg.estimator_weight}')
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    if cfg.init and cfg.estimator == 'learned' and not cfg.estimator_path:
+    if cfg.init and cfg.estimator:
         # A fine-tune goes on with the estimator its starting weights were trained with.
-        from adaqual_ros.pipelines import paired_estimator_path
+        from adaqual_ros.pipelines import estimator_weights
 
-        paired = paired_estimator_path(cfg.init)
-        cfg = replace(cfg, estimator_path=str(paired) if paired else '')
+        cfg = replace(cfg, estimator_path=str(
+            estimator_weights(cfg.estimator, cfg.estimator_path, cfg.init) or ''))
     weights = LossWeights(cfg.l1, cfg.l2, cfg.a, cfg.edge)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
