@@ -1,7 +1,7 @@
 #!/bin/bash
 # One GPU session (a lent H100/H200, ~7 minutes): fine-tune the shipped small checkpoint with all
 # the machine's cores feeding data, then benchmark on CUDA (the result and the untrained paper
-# config, each frame as one window).
+# configs, paper_rt and paper, each frame as one window).
 #
 # Expects, in the git-ignored folder .gpu/ (carried to the machine):
 #   .gpu/whl/*.whl        diffusers (+ importlib_metadata), absent from the machine's image
@@ -12,7 +12,7 @@
 # land in pipeline*/estimator/): TRAIN_EXTRA="joint_estimator=true estimator_prob=0.8
 # estimator_context=2".
 # Local smoke test: DEVICE=cpu TRAIN_MIN=0.3 WORKERS=1 BENCH_FRAMES=1 WARMUP=0 RES=320x240 \
-#   PAPER_RES=128x128 OUT=/tmp/o bash tools/gpu_session.sh
+#   PAPER_RES=128x128 PAPER_CONFIGS=tiny OUT=/tmp/o bash tools/gpu_session.sh
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 DEVICE=${DEVICE:-cuda}
@@ -38,8 +38,9 @@ B="$A bench --device $DEVICE --backends adaqual --frames $BENCH_FRAMES --warmup 
   --threads 4 --tile-size 0 --no-ratios"
 $B --out $R/bench_small --resolutions $RES --model-path $R/gpu_small/pipeline_final \
   > $R/bench_small.log 2>&1
-$B --out $R/bench_paper --resolutions $PAPER_RES --model-config paper --profile \
-  > $R/bench_paper.log 2>&1
+for c in ${PAPER_CONFIGS:-paper_rt paper}; do  # the two paper-size layouts, side by side
+  $B --out $R/bench_$c --resolutions $PAPER_RES --model-config $c --profile > $R/bench_$c.log 2>&1
+done
 grep -hv Loading $R/bench_*.log | grep -v "^$" | tail -30
 fi
 

@@ -1,19 +1,21 @@
 #!/bin/bash
-# GPU speed session (a lent H100/H200, at most ~9 minutes): the paper-size config at 1280x720,
-# fp16, whole-frame windows (the CUDA default), with CUDA graphs at 2 steps (profiled) and 1 step,
-# and eager; the shipped small checkpoint with CUDA graphs and eager; the CUDA-only tests; CUDA
+# GPU speed session (a lent H100/H200, at most ~9 minutes): the paper-size configs at 1280x720,
+# fp16, whole-frame windows (the CUDA default): paper_rt (half resolution, aligned widths) and
+# paper (full resolution) side by side with CUDA graphs at 2 steps (profiled), then 1 step and
+# eager; the shipped small checkpoint with CUDA graphs and eager; the CUDA-only tests; CUDA
 # correctness checks (tools/gpu_check.py).
 # One machine, one run, side by side, in order of priority.
 #
 # Expects .gpu/whl/*.whl (diffusers + importlib_metadata) and .gpu/shared/data/video/people.mp4
 # (see tools/gpu_session.sh). Results: $OUT/speed.tgz (bench.json, logs, profile tables), re-packed
 # after every step so a run cut short still returns what it measured.
-# Local smoke test: DEVICE=cpu PAPER=tiny RES=256x192 SMALL_RES=256x192 FRAMES=1 WARMUP=1 DEADLINE=900 \
+# Local smoke test: DEVICE=cpu PAPER=tiny PAPER_RT=tiny RES=256x192 SMALL_RES=256x192 FRAMES=1 WARMUP=1 DEADLINE=900 \
 #   OUT=/tmp/o bash tools/gpu_speed.sh
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 DEVICE=${DEVICE:-cuda}
 PAPER=${PAPER:-paper}
+PAPER_RT=${PAPER_RT:-paper_rt}
 RES=${RES:-1280x720}
 SMALL_RES=${SMALL_RES:-640x480,1280x720}
 FRAMES=${FRAMES:-8}
@@ -54,13 +56,16 @@ check() {  # name, time limit (s), command...
   echo "rc=$?"; grep -v Loading "$S/$name.log" | tail -25
   pack
 }
-step paper_cudagraphs 220 --model-config "$PAPER" --resolutions "$RES" --compile \
+step paper_rt_cudagraphs 150 --model-config "$PAPER_RT" --resolutions "$RES" --compile \
   --compile-mode reduce-overhead --profile
+step paper_cudagraphs 200 --model-config "$PAPER" --resolutions "$RES" --compile \
+  --compile-mode reduce-overhead --profile
+step paper_rt_eager 60 --model-config "$PAPER_RT" --resolutions "$RES" --flops
+step paper_eager 75 --model-config "$PAPER" --resolutions "$RES" --flops
+step small_cudagraphs 120 --resolutions "$SMALL_RES" --compile --compile-mode reduce-overhead
 # one sampling step (a node option, `steps:=1`): half the network work per frame
 step paper_cudagraphs_steps1 150 --model-config "$PAPER" --resolutions "$RES" --compile \
   --compile-mode reduce-overhead --steps 1
-step small_cudagraphs 120 --resolutions "$SMALL_RES" --compile --compile-mode reduce-overhead
-step paper_eager 60 --model-config "$PAPER" --resolutions "$RES"
 check cuda_tests 60 $PY -m pytest -q -p no:cacheprovider test/unit/test_runtime_memory.py \
   test/unit/test_model.py
 step small_eager 60 --resolutions "$SMALL_RES"

@@ -60,8 +60,8 @@ def add_arguments(parser):
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
     parser.add_argument('--model-path', default='', help='pipeline folder (default: shipped)')
     parser.add_argument('--model-config', default='',
-                        help="time an untrained pipeline of this config ('tiny', 'small', "
-                             "'paper') instead of a checkpoint (same cost, no weights needed)")
+                        help="time an untrained pipeline of this config ('tiny', 'small', 'paper', "
+                             "'paper_rt') instead of a checkpoint (same cost, no weights needed)")
     parser.add_argument('--quality-backend', default='learned',
                         help="quality estimator: 'learned', 'classical' or 'deqa'")
     parser.add_argument('--quality-model-path', default='',
@@ -73,6 +73,9 @@ def add_arguments(parser):
     parser.add_argument('--profile', action='store_true',
                         help='also write torch.profiler tables (top ops) of the degraded stream '
                              'to OUT/profile_<resolution>_<backend>.txt')
+    parser.add_argument('--flops', action='store_true',
+                        help="also count the torch FLOPs of restoring one degraded frame (eager "
+                             "ops, estimator included; the record's 'gflops_per_frame')")
     parser.add_argument('--no-ratios', action='store_true', help='skip the ratio measurements')
     parser.add_argument('--assets', default=None, help='assets folder (default $ADAQUAL_ASSETS)')
     parser.add_argument('--seed', type=int, default=0, help='weather seed')
@@ -266,6 +269,19 @@ def profile_stream(restorer, frames, stream_id, qmaps=None, rows=30):
     return '\n'.join(tables)
 
 
+def count_gflops(restorer, frame, stream_id, qmap=None):
+    """
+    GFLOPs of the torch ops of one restore (torch.utils.flop_counter: convolutions, matmuls and
+    attention; ops inside a compiled graph are not seen). Pass a stream id of its own, so the
+    quality cache cannot skip the estimator.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        restorer.restore(frame, stream_id, quality_map=qmap)
+    return counter.get_total_flops() / 1e9
+
+
 def measure_memory(restorer, frame, stream_id):
     """Peak memory of one restore: Python/numpy (tracemalloc), CUDA, and the process max RSS."""
     import torch
@@ -400,6 +416,10 @@ def run(args):
                 rec.update(resolution=f'{width}x{height}', width=width, height=height,
                            backend=backend, stream=stream,
                            tile_size=restorer.stats()['tile_size'])  # auto resolved
+                if args.flops and stream == 'degraded':
+                    rec['gflops_per_frame'] = count_gflops(
+                        restorer, streams[stream][-1], f'flops-{width}x{height}',
+                        truth[stream][-1] if truth[stream] else None)
                 records[stream] = rec
                 report['records'].append(rec)
                 _print_row(rec)
@@ -532,6 +552,10 @@ def _print_summary(report, path):
                  if isinstance(v, float) and k.split('_cpu')[0] in (
                      'clean_over_degraded', 'adaptive_speedup', 'cache_speedup')]
         print(f'{d["resolution"]:>10} {d["backend"]:>11}  ' + '  '.join(parts))
+    for rec in report['records']:
+        if 'gflops_per_frame' in rec:
+            print(f'{rec["resolution"]:>10} {rec["backend"]:>11}  GFLOPs per degraded frame '
+                  f'{rec["gflops_per_frame"]:.1f}')
     for name, goal in report['goals'].items():
         print(f'goal {name}: {goal["value"]:.3f} (goal {goal["goal"]}) '
               f'{"met" if goal["met"] else "NOT met"}')

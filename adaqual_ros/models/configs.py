@@ -7,6 +7,14 @@ CONFIGS = {
         'width': 42, 'enc_blocks': (2, 2, 4, 8), 'middle_blocks': 12,
         'dec_blocks': (2, 2, 2, 2), 'unshuffle': 1, 'time_dim': 256, 'quality_dim': 64,
         'use_prompts': True, 'context_dim': 512, 'attn_heads': 6, 'attn_dec_levels': (0, 1, 2)},
+    # The paper's size laid out for real time on a GPU: 60.93M parameters (within 1% of 61.12M)
+    # at half resolution (pixel-unshuffle 2, as the shipped small model), widths and attention
+    # head sizes that divide by 8 (fp16 tensor-core kernels), fewer full-resolution blocks.
+    # 0.28x the paper config's FLOPs at 1280x720 (docs/RESULTS.md, GPU: a real-time layout).
+    'paper_rt': {
+        'width': 48, 'enc_blocks': (1, 2, 2, 4), 'middle_blocks': 10,
+        'dec_blocks': (1, 1, 1, 1), 'unshuffle': 2, 'time_dim': 256, 'quality_dim': 64,
+        'use_prompts': True, 'context_dim': 512, 'attn_heads': 6, 'attn_dec_levels': (0, 1, 2)},
     # CPU: half resolution (pixel-unshuffle 2), 0.62M parameters, ~90-200 ms per 640x480
     # forward on the 2-core development machine.
     'small': {
@@ -29,6 +37,7 @@ CONFIGS = {
 # Text encoders that go with each config (kwargs of prompting.text_encoder.build_text_encoder).
 TEXT_ENCODER_CONFIGS = {
     'paper': {'hidden_size': 512, 'num_layers': 4, 'num_heads': 8, 'intermediate_size': 2048},
+    'paper_rt': {'hidden_size': 512, 'num_layers': 4, 'num_heads': 8, 'intermediate_size': 2048},
     'small': {'hidden_size': 64, 'num_layers': 2, 'num_heads': 2, 'intermediate_size': 128},
     'fast': {'hidden_size': 64, 'num_layers': 2, 'num_heads': 2, 'intermediate_size': 128},
     'tiny': {'hidden_size': 16, 'num_layers': 1, 'num_heads': 1, 'intermediate_size': 32},

@@ -521,8 +521,10 @@ class Restorer:
         # Only the model reads frames with the estimator it was trained with (its pipeline's
         # own); any other backend, a fallback from the model included, with the default one.
         paired = backend.name == 'adaqual'
-        if previous is not None and not _changed(previous.settings, settings, (
-                'quality_backend', 'quality_model_path', 'model_path', 'device')) and \
+        # model_path names the paired estimator too, so it matters only to the model
+        keys = ('quality_backend', 'quality_model_path', 'device') + (
+            ('model_path',) if paired else ())
+        if previous is not None and not _changed(previous.settings, settings, keys) and \
                 (previous.backend.name == 'adaqual') == paired and \
                 getattr(previous.estimator, 'cell', cell) == cell:
             estimator = previous.estimator

@@ -38,7 +38,7 @@ class TrainConfig:
         out_dir (`str`): run folder (checkpoint/, train.log, train_log.jsonl, pipeline/).
         save_to (`str`, *optional*): also save the EMA pipeline here (e.g. the shipped folder)
             whenever validation PSNR improves and beats the input, and at the end.
-        model_config (`str`): 'small' | 'tiny' | 'paper'.
+        model_config (`str`): a name in models.configs.CONFIGS ('small', 'tiny', 'paper', ...).
         assets (`str`, *optional*): assets root (default $ADAQUAL_ASSETS).
         clean_dirs (`list[str]`): clean image folders, relative to the assets root or absolute.
         steps (`int`): maximum optimizer steps.

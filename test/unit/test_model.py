@@ -39,11 +39,45 @@ def _perturbed_tiny(seed=0):
     return model
 
 
-def test_paper_config_parameter_count():
+@pytest.mark.parametrize('name', ['paper', 'paper_rt'])
+def test_paper_config_parameter_count(name):
     with torch.device('meta'):
-        model = build_model('paper')
+        model = build_model(name)
     n = sum(p.numel() for p in model.parameters())
     assert abs(n - PAPER_PARAMS) / PAPER_PARAMS < 0.01, n
+
+
+def test_paper_rt_is_gpu_aligned():
+    # fp16 tensor-core kernels want channel counts and attention head sizes that divide by 8
+    with torch.device('meta'):
+        model = build_model('paper_rt')
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    # the frame's and the quality map's channels come in (intro, quality_embed) and the frame's
+    # go out (ending): those are what they are
+    edges = (model.intro, model.ending, model.quality_embed[0])
+    inner = [c for c in convs if all(c is not e for e in edges)]
+    assert all(c.in_channels % 8 == 0 and c.out_channels % 8 == 0 for c in inner)
+    attns = [model.middle_attn, *model.dec_attn.values()]
+    sizes = [a.to_q.out_channels // a.heads for a in attns]
+    assert all(s % 8 == 0 for s in sizes), sizes
+    assert model.config.unshuffle == 2
+
+
+def test_paper_rt_costs_a_fraction_of_the_paper_config():
+    # The reason paper_rt exists: the same size for much less work per 1280x720 frame (shapes
+    # only: meta tensors, no compute).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for name in ('paper', 'paper_rt'):
+        with torch.device('meta'):
+            model = build_model(name).eval()
+        kw = {k: v.to('meta') if torch.is_tensor(v) else v
+              for k, v in _inputs(b=1, h=720, w=1280, cell=64, dim=512).items()}
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(**kw)
+        flops[name] = counter.get_total_flops()
+    assert flops['paper_rt'] < 0.3 * flops['paper'], flops
 
 
 def test_small_config_is_cpu_sized():

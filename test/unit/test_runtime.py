@@ -670,3 +670,17 @@ def test_a_pipeline_trained_with_its_estimator_reads_frames_with_it(tmp_path):
     np.testing.assert_allclose(result.quality_map.scores, shipped, atol=1e-5)
     restorer.update(restorer.settings.with_changes(backend='adaqual'), wait=True)
     np.testing.assert_allclose(restorer.restore(frame, 's').quality_map.scores, paired, atol=1e-5)
+    # The classical backend keeps its estimator and cached maps when model_path changes (it
+    # reads with the shipped weights whatever the pipeline); the model does not.
+    restorer.update(restorer.settings.with_changes(backend='classical'), wait=True)
+    before = restorer._runtime
+    restorer.update(restorer.settings.with_changes(model_path=''), wait=True)
+    assert restorer._runtime.estimator is before.estimator
+    assert restorer._runtime.cache is before.cache
+    restorer.update(restorer.settings.with_changes(backend='adaqual', model_path=str(folder)),
+                    wait=True)
+    before = restorer._runtime
+    restorer.update(restorer.settings.with_changes(model_path=''), wait=True)
+    assert restorer._runtime.estimator is not before.estimator
+    np.testing.assert_allclose(restorer.restore(frame, 's').quality_map.scores, shipped,
+                               atol=1e-5)

@@ -50,6 +50,23 @@ def test_bench_profile_writes_the_op_tables(tmp_path):
     assert 'by device time' not in table  # no CUDA here
 
 
+def test_bench_flops_count_the_network_passes(tmp_path):
+    # The classical estimator and backend run no torch ops, so the adaqual figure is the
+    # network's alone: two sampling steps are two passes of one cost.
+    gflops = {}
+    for steps in (1, 2):
+        args = _args(tmp_path / str(steps), 'flops', 'no-ratios', steps=steps,
+                     backends='adaqual,classical')
+        assert bench.run(args) == 0
+        report = json.loads((tmp_path / str(steps) / 'bench.json').read_text())
+        recs = {(r['backend'], r['stream']): r for r in report['records']}
+        assert 'gflops_per_frame' not in recs['adaqual', 'clean']
+        assert recs['classical', 'degraded']['gflops_per_frame'] == 0
+        gflops[steps] = recs['adaqual', 'degraded']['gflops_per_frame']
+    assert gflops[1] > 0
+    assert gflops[2] == pytest.approx(2 * gflops[1], rel=0.01)
+
+
 def test_bench_rejects_bad_lists(tmp_path, capsys):
     assert bench.run(_args(tmp_path, resolutions='640by480')) == 2
     assert bench.run(_args(tmp_path, backends='adaqual,magic')) == 2
