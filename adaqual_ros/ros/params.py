@@ -251,6 +251,14 @@ RESTORATION_PARAMS = (
               'image_raw'),
     ParamSpec('publish_visualization', False,
               'Publish a colour quality heat map on quality_map/visualization'),
+    ParamSpec('publish_compressed', False,
+              'Also publish restored/image_raw/compressed (sensor_msgs/CompressedImage, '
+              "image_transport's format string) for links too slow for raw frames; encoded "
+              'only while it has a subscriber'),
+    ParamSpec('compressed_format', 'jpeg',
+              'Format of restored/image_raw/compressed: jpeg (8-bit, lossy) or png (lossless, '
+              '8 or 16 bit)', ('jpeg', 'png')),
+    ParamSpec('jpeg_quality', 90, 'JPEG quality of restored/image_raw/compressed', (1, 100)),
     ParamSpec('diagnostics_period_s', 1.0, 'Seconds between two reports on /diagnostics',
               (0.05, 60.0), read_only=True),
     ParamSpec('output.reliability', 'reliable',

@@ -5,8 +5,8 @@ Topics (all relative, so namespaces and remapping work):
 
 - in  `image_raw` (sensor_msgs/Image) or `image_raw/compressed` (CompressedImage, parameter
   `input_compressed`), and `camera_info`; QoS adopted from the publishers (any driver matches).
-- out `restored/image_raw` (input header and encoding), `restored/camera_info` (header of the
-  restored frame), `quality_map` (32FC1 grid of scores 1-5), `quality_map/visualization` (rgb8,
+- out `restored/image_raw` (input header and encoding), `restored/image_raw/compressed`
+  (parameter `publish_compressed`), `restored/camera_info` (header of the restored frame), `quality_map` (32FC1 grid of scores 1-5), `quality_map/visualization` (rgb8,
   parameter `publish_visualization`) and `prompts` (std_msgs/String, JSON).
 - service `~/enable` (std_srvs/SetBool) = parameter `enabled`; `/diagnostics` every
   `diagnostics_period_s` (1 s by default).
@@ -48,8 +48,8 @@ from adaqual_ros.runtime import InvalidFrameError, Restorer
 NODE_NAME = 'adaqual_restoration'
 # Parameters the node itself handles; every other one maps onto RestorerSettings.
 _NODE_ONLY = {'enabled', 'max_rate_hz', 'max_pixels', 'input_compressed',
-              'publish_visualization', 'output.reliability', 'output.depth',
-              'diagnostics_period_s'}
+              'publish_visualization', 'publish_compressed', 'compressed_format',
+              'jpeg_quality', 'output.reliability', 'output.depth', 'diagnostics_period_s'}
 _INPUT_DEPTH = 5
 _LOG_EVERY_S = 5.0
 
@@ -136,7 +136,8 @@ class RestorationNode(Node):
             except Exception as exc:  # noqa: BLE001 - a bad update must not kill the node
                 self.stats.record_error(f'restorer update failed: {exc}')
                 self.get_logger().error(f'could not apply {sorted(changed)}: {exc}')
-        if {'output.reliability', 'output.depth', 'publish_visualization'} & set(changed):
+        if {'output.reliability', 'output.depth', 'publish_visualization',
+                'publish_compressed'} & set(changed):
             self._make_publishers()
         if 'input_compressed' in changed and self._input.active:
             self._subscribe_image()
@@ -168,6 +169,8 @@ class RestorationNode(Node):
                   'prompts': (String, 'prompts')}
         if self.params['publish_visualization']:
             wanted['visualization'] = (Image, 'quality_map/visualization')
+        if self.params['publish_compressed']:
+            wanted['compressed'] = (CompressedImage, 'restored/image_raw/compressed')
         self._outputs.rebuild(wanted, qos)
 
     def _listeners(self):
@@ -252,7 +255,7 @@ class RestorationNode(Node):
             return
         if info is not None:
             self._publish('info', info)
-        self._publish('image', out)
+        self._publish_image(out)
         self.stats.record_published(
             latency_ms=(time.monotonic() - received) * 1000.0, timings=result.timings,
             cache_hit=result.cache_hit, skipped_fraction=result.skipped_fraction)
@@ -344,8 +347,25 @@ class RestorationNode(Node):
             out = msg  # unchanged bytes, header and encoding
         if info is not None:
             self._publish('info', info)
-        self._publish('image', out)
+        self._publish_image(out)
         self.stats.record_passed_through(reason)
+
+    def _publish_image(self, out):
+        """The outgoing frame (an Image) on restored/image_raw and, when asked for, compressed."""
+        self._publish('image', out)
+        if not self._outputs.listeners().get('compressed'):
+            return
+        try:
+            array = conversions.imgmsg_to_cv2(out)
+            compressed = conversions.cv2_to_compressed_imgmsg(
+                array, self.params['compressed_format'], header=out.header,
+                encoding=out.encoding, quality=self.params['jpeg_quality'])
+        except ImageCodecError as exc:
+            # the raw frame is out; only its compressed copy is not (counted, logged)
+            self.stats.record_event('compress_error')
+            self._warn('compress', f'restored/image_raw/compressed not published: {exc}')
+            return
+        self._publish('compressed', compressed)
 
     def _publish_quality(self, header, image, result, listeners):
         qmap, prompts = result.quality_map, result.prompts

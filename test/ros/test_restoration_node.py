@@ -291,6 +291,49 @@ def test_restored_frames_keep_header_and_match_the_runtime(spawn, probe_factory,
 
 
 @pytest.mark.ros
+def test_compressed_output_carries_the_restored_frame(spawn, probe_factory, foggy_rgb):
+    """restored/image_raw/compressed: the restored frame, same header, jpeg or png (lossless)."""
+    from fixtures.restoration_probe import image_msg
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from adaqual_ros.ros.conversions import compressed_imgmsg_to_cv2, imgmsg_to_cv2
+
+    ns = '/t_restore_compressed'
+    proc = start_node(spawn, ns, 'publish_compressed:=true', 'jpeg_quality:=95')
+    probe = probe_factory(ns)
+    images = probe.record('restored/image_raw', Image)
+    packed = probe.record('restored/image_raw/compressed', CompressedImage)
+    probe.wait_for_node()
+    pub = probe.publisher('image_raw', Image)
+    probe.wait_matched(pub, 'reliable')
+
+    stamp = (1_700_000_100, 5)
+    pub.publish(image_msg(foggy_rgb, 'rgb8', stamp, frame_id='front_camera'))
+    raw = imgmsg_to_cv2(wait_output(probe, images, stamp))
+    jpeg = wait_output(probe, packed, stamp)
+    assert jpeg.header.frame_id == 'front_camera'
+    assert jpeg.format == 'rgb8; jpeg compressed bgr8'  # image_transport's convention
+    decoded = compressed_imgmsg_to_cv2(jpeg, 'rgb8')
+    assert decoded.shape == raw.shape
+    # the restored frame, not the input: far closer to the one than to the other
+    error = np.abs(decoded.astype(int) - raw).mean()
+    assert error < 2.0 and np.abs(decoded.astype(int) - foggy_rgb).mean() > 3 * error
+
+    # png, set live: lossless, 16 bit kept
+    assert probe.set_parameters(compressed_format='png')[0].successful
+    for index, encoding in enumerate(('rgb8', 'rgb16')):
+        stamp = (1_700_000_101 + index, 0)
+        frame = foggy_rgb if encoding == 'rgb8' else foggy_rgb.astype(np.uint16) * 257
+        pub.publish(image_msg(frame, encoding, stamp))
+        raw = imgmsg_to_cv2(wait_output(probe, images, stamp))
+        png = wait_output(probe, packed, stamp)
+        assert png.format.startswith(f'{encoding}; png compressed')
+        np.testing.assert_array_equal(compressed_imgmsg_to_cv2(png, encoding), raw)
+    assert proc.poll() is None, proc.log_path.read_text()
+    assert_accounted(probe)
+
+
+@pytest.mark.ros
 def test_the_quality_cache_ages_maps_by_header_stamps(spawn, probe_factory, foggy_rgb):
     """A bag replayed slowly reuses maps as the camera did: age is stamp time, not wall time."""
     import time
