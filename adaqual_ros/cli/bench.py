@@ -60,8 +60,9 @@ def add_arguments(parser):
     parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
     parser.add_argument('--model-path', default='', help='pipeline folder (default: shipped)')
     parser.add_argument('--model-config', default='',
-                        help="time an untrained pipeline of this config ('tiny', 'small', 'paper', "
-                             "'paper_rt') instead of a checkpoint (same cost, no weights needed)")
+                        help="time an untrained pipeline of this config ('tiny', 'small', "
+                             "'paper', 'paper_rt') instead of a checkpoint (same cost, no "
+                             'weights needed)')
     parser.add_argument('--quality-backend', default='learned',
                         help="quality estimator: 'learned', 'classical' or 'deqa'")
     parser.add_argument('--quality-model-path', default='',

@@ -6,8 +6,9 @@ Topics (all relative, so namespaces and remapping work):
 - in  `image_raw` (sensor_msgs/Image) or `image_raw/compressed` (CompressedImage, parameter
   `input_compressed`), and `camera_info`; QoS adopted from the publishers (any driver matches).
 - out `restored/image_raw` (input header and encoding), `restored/image_raw/compressed`
-  (parameter `publish_compressed`), `restored/camera_info` (header of the restored frame), `quality_map` (32FC1 grid of scores 1-5), `quality_map/visualization` (rgb8,
-  parameter `publish_visualization`) and `prompts` (std_msgs/String, JSON).
+  (parameter `publish_compressed`), `restored/camera_info` (header of the restored frame),
+  `quality_map` (32FC1 grid of scores 1-5), `quality_map/visualization` (rgb8, parameter
+  `publish_visualization`) and `prompts` (std_msgs/String, JSON).
 - service `~/enable` (std_srvs/SetBool) = parameter `enabled`; `/diagnostics` every
   `diagnostics_period_s` (1 s by default).
 
