@@ -3,7 +3,8 @@
 # paper-size config (untrained, timing only) and the shipped small checkpoint, eager and compiled.
 #
 # Expects .gpu/whl/*.whl (diffusers + importlib_metadata) and .gpu/shared/data/video/people.mp4
-# (see tools/gpu_session.sh). Results: $OUT/profile.tgz (bench.json + profile tables per run).
+# (tools/gpu_prepare.sh builds both).
+# Results: $OUT/profile.tgz (bench.json + profile tables per run).
 # Local smoke test: DEVICE=cpu RES=256x256 FRAMES=1 WARMUP=0 OUT=/tmp/o bash tools/gpu_profile.sh
 set -u
 OUT=${OUT:-/tmp/gpu_out}

@@ -3,7 +3,7 @@
 # the machine's cores feeding data, then benchmark on CUDA (the result and the untrained paper
 # configs, paper_rt and paper, each frame as one window).
 #
-# Expects, in the git-ignored folder .gpu/ (carried to the machine):
+# Expects (tools/gpu_prepare.sh builds it), in the git-ignored folder .gpu/ (carried to the machine):
 #   .gpu/whl/*.whl        diffusers (+ importlib_metadata), absent from the machine's image
 #   .gpu/shared/data/...  compact copy of ../shared: clean/ (JPEG q85, <= 800 px), weather_layers/,
 #                         video/people.mp4 (bench frames)

@@ -7,7 +7,8 @@
 # One machine, one run, side by side, in order of priority.
 #
 # Expects .gpu/whl/*.whl (diffusers + importlib_metadata) and .gpu/shared/data/video/people.mp4
-# (see tools/gpu_session.sh). Results: $OUT/speed.tgz (bench.json, logs, profile tables), re-packed
+# (tools/gpu_prepare.sh builds both).
+# Results: $OUT/speed.tgz (bench.json, logs, profile tables), re-packed
 # after every step so a run cut short still returns what it measured.
 # Local smoke test: DEVICE=cpu PAPER=tiny PAPER_RT=tiny RES=256x192 SMALL_RES=256x192 FRAMES=1 WARMUP=1 DEADLINE=900 \
 #   OUT=/tmp/o bash tools/gpu_speed.sh
