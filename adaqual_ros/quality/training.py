@@ -62,6 +62,10 @@ class TrainConfig:
         dim_haze (`float`): share of haze draws lit as at dusk or at night (dim, blue or sodium
             orange airlight; weather.haze.dim_airlight): daylight haze alone teaches that dark
             fog is a clean frame.
+        anchor_scores (`float`): with ``init``, > 0 keeps the scores where the ``init`` weights
+            put them: the score terms follow that model's scores on the same crops (this weight
+            times the usual score loss) instead of the synthesis', so only the type read
+            learns. A restorer follows the score level of the estimator it was trained with.
     """
 
     out: str = 'adaqual_ros/checkpoints/quality_learned'
@@ -89,6 +93,7 @@ class TrainConfig:
     extra_stride: int = 10
     extra_repeat: int = 1
     dim_haze: float = 0.0
+    anchor_scores: float = 0.0
 
 
 class SyntheticQualityCrops(torch.utils.data.IterableDataset):
@@ -212,15 +217,25 @@ def keep_clean_band(sample, rng, cell=64):
     return replace(sample, degraded=degraded, quality=quality, types=types)
 
 
-def quality_loss(model, batch, cfg):
-    """Score L1 at stride 32 and on 64 px cells + type BCE; returns (total, terms dict)."""
+def quality_loss(model, batch, cfg, anchor=None):
+    """
+    Score L1 at stride 32 and on 64 px cells + type BCE; returns (total, terms dict). With an
+    ``anchor`` model (``cfg.anchor_scores``) the score terms follow its scores instead.
+    """
     image, q32, t32, q64, t64 = batch
     scores, logits = model(image)
+    weight = 1.0
+    if anchor is not None:
+        with torch.no_grad():
+            fixed = anchor(image)[0]
+        q32 = fixed[:, 0]
+        q64 = anchor.to_cells(fixed, torch.zeros_like(logits), image.shape[2:], cell=64)[0]
+        weight = cfg.anchor_scores
     l_q = F.l1_loss(scores[:, 0], q32)
     l_t = F.binary_cross_entropy_with_logits(logits.permute(0, 2, 3, 1), t32)
     s64, _ = model.to_cells(scores, logits, image.shape[2:], cell=64)
     l_q64 = F.l1_loss(s64, q64)
-    total = l_q + cfg.cell64_weight * l_q64 + cfg.type_weight * l_t
+    total = weight * (l_q + cfg.cell64_weight * l_q64) + cfg.type_weight * l_t
     return total, {'l1_q32': l_q.item(), 'l1_q64': l_q64.item(), 'bce_types': l_t.item()}
 
 
@@ -231,6 +246,8 @@ def train_learned(cfg, log=print):
     Returns:
         `dict`: summary (steps, wall_s, final losses) also written to out/train_log.json.
     """
+    if cfg.anchor_scores > 0 and not cfg.init:
+        raise ValueError('anchor_scores keeps the scores of the init weights: set init too')
     torch.manual_seed(cfg.seed)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -245,11 +262,21 @@ def train_learned(cfg, log=print):
                                  dim_haze=cfg.dim_haze)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch, num_workers=cfg.workers,
                                          persistent_workers=cfg.workers > 0)
+    anchor = None
     if cfg.init:
         model = LearnedQualityEstimator.from_pretrained(cfg.init)
+        if cfg.anchor_scores > 0:
+            anchor = LearnedQualityEstimator.from_pretrained(cfg.init).eval()
+            anchor.requires_grad_(False)
     else:
         model = LearnedQualityEstimator(widths=tuple(int(w) for w in cfg.widths.split(',')))
     model.train()
+    if anchor is not None:
+        # Batch statistics would move the scores away from the anchor's on their own: the
+        # normalisation stays as the init weights have it, so the run starts on the anchor.
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def lr_at(step):
@@ -272,7 +299,7 @@ def train_learned(cfg, log=print):
             break
         for group in opt.param_groups:
             group['lr'] = lr_at(step)
-        loss, terms = quality_loss(model, batch, cfg)
+        loss, terms = quality_loss(model, batch, cfg, anchor)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if step == 0:

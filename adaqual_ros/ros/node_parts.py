@@ -75,29 +75,37 @@ def run_node(make_node, name, args=None):
 
 class Mailbox:
     """
-    One slot holding the newest item; `put` returns the item it replaced (or None).
+    One slot per key holding its newest item; `put` returns the item it replaced (or None).
 
     The executor thread puts, a worker thread takes: the executor never waits on the work, and a
-    frame replaced before the worker took it is the caller's to count as stale.
+    frame replaced before the worker took it is the caller's to count as stale. With several
+    keys (cameras) `take` serves the one served longest ago, so no camera starves another.
     """
 
     def __init__(self):
         self._cond = threading.Condition()
-        self._item = None
+        self._items = {}
+        self._served = {}  # key -> turn it was last served at
+        self._turn = 0
         self._closed = False
 
-    def put(self, item):
+    def put(self, item, key=None):
         with self._cond:
-            replaced, self._item = self._item, item
+            replaced = self._items.get(key)
+            self._items[key] = item
             self._cond.notify()
             return replaced
 
     def take(self, timeout):
         with self._cond:
-            if self._item is None and not self._closed:
+            if not self._items and not self._closed:
                 self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
+            if not self._items:
+                return None
+            key = min(self._items, key=lambda k: self._served.get(k, -1))
+            self._turn += 1
+            self._served[key] = self._turn
+            return self._items.pop(key)
 
     def close(self):
         with self._cond:
@@ -136,8 +144,8 @@ class Outputs:
                 pub.publish(msg)
 
 
-def input_topic(compressed):
-    return 'image_raw/compressed' if compressed else 'image_raw'
+def input_topic(compressed, prefix=''):
+    return prefix + ('image_raw/compressed' if compressed else 'image_raw')
 
 
 class ImageInput:
@@ -148,8 +156,9 @@ class ImageInput:
     changed reliability), so any camera driver matches.
     """
 
-    def __init__(self, node, callback, depth):
+    def __init__(self, node, callback, depth, prefix=''):
         self._node, self._callback, self._depth = node, callback, depth
+        self._prefix = prefix  # 'front/' for a camera of a multi-camera node
         self._sub = None
         self._key = None
 
@@ -158,7 +167,7 @@ class ImageInput:
         return self._sub is not None
 
     def subscribe(self, compressed):
-        topic = input_topic(compressed)
+        topic = input_topic(compressed, self._prefix)
         qos = subscriber_qos(self._node, topic, self._depth)
         if self._sub is not None:
             self._node.destroy_subscription(self._sub)
@@ -168,6 +177,6 @@ class ImageInput:
         self._node.get_logger().info(f'subscribed to {topic} ({describe_qos(qos)})')
 
     def refresh(self, compressed):
-        topic = input_topic(compressed)
+        topic = input_topic(compressed, self._prefix)
         if (topic, qos_key(subscriber_qos(self._node, topic, self._depth))) != self._key:
             self.subscribe(compressed)

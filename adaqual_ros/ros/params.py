@@ -151,6 +151,24 @@ def _check_tile(value):
     return f'tile_size must be -1 (auto), 0 (whole frame) or a multiple of 64, got {value}'
 
 
+def _check_cameras(value):
+    """'' (one camera on the node's own topics) or distinct relative names like 'front,rear'."""
+    names = parse_cameras(value)
+    token = r'[A-Za-z][A-Za-z0-9_]*'
+    bad = [n for n in names if not re.fullmatch(rf'{token}(/{token})*', n)]
+    if bad:
+        return (f'cameras must be empty or comma-separated relative topic names like '
+                f'"front,rear", got {bad}')
+    if len(set(names)) != len(names):
+        return f'cameras names a camera twice: {value!r}'
+    return None
+
+
+def parse_cameras(value):
+    """The `cameras` parameter as a list of names ([] = one camera on the node's topics)."""
+    return [v.strip() for v in value.split(',') if v.strip()]
+
+
 def _check_path(value):
     if value and not os.path.exists(value):
         return f'path {value!r} does not exist'
@@ -246,6 +264,11 @@ RESTORATION_PARAMS = (
     ParamSpec('max_pixels', 3840 * 2160,
               'Frames larger than this many pixels are not restored (handled per on_error)',
               (1, 2**31 - 1)),
+    ParamSpec('cameras', '',
+              'Serve several cameras from this one process (one model in memory): comma-'
+              'separated names, each read on NAME/image_raw and published on '
+              'NAME/restored/image_raw etc.; empty = one camera on image_raw', read_only=True,
+              check=_check_cameras, choices_note='empty or names like `front,rear`'),
     ParamSpec('input_compressed', False,
               'Subscribe to image_raw/compressed (sensor_msgs/CompressedImage) instead of '
               'image_raw'),

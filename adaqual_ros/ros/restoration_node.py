@@ -11,9 +11,13 @@ Topics (all relative, so namespaces and remapping work):
   `publish_visualization`) and `prompts` (std_msgs/String, JSON).
 - service `~/enable` (std_srvs/SetBool) = parameter `enabled`; `/diagnostics` every
   `diagnostics_period_s` (1 s by default).
+- `cameras` (read-only, e.g. 'front,rear'): one process serves several cameras with one model in
+  memory; each name prefixes its topics (front/image_raw -> front/restored/image_raw, ...) and
+  keeps its own quality cache and start noise. Parameters and diagnostics are the node's.
 
-Frames go to a worker thread through a one-slot mailbox that always holds the newest frame, so
-the executor never blocks; a frame replaced before the worker took it is dropped as 'stale'. Every
+Frames go to a worker thread through a mailbox that always holds the newest frame of each
+camera, so the executor never blocks; a frame replaced before the worker took it is dropped as
+'stale'. Every
 received frame is accounted for as published, passed through (with a reason) or dropped (with a
 reason); see `FrameStats`.
 """
@@ -42,13 +46,18 @@ from adaqual_ros.ros.node_parts import (
     input_topic,
     run_node,
 )
-from adaqual_ros.ros.params import RESTORATION_PARAMS, ParamBinding, settings_from_params
+from adaqual_ros.ros.params import (
+    RESTORATION_PARAMS,
+    ParamBinding,
+    parse_cameras,
+    settings_from_params,
+)
 from adaqual_ros.ros.qos import publisher_qos, subscriber_qos
 from adaqual_ros.runtime import InvalidFrameError, Restorer
 
 NODE_NAME = 'adaqual_restoration'
 # Parameters the node itself handles; every other one maps onto RestorerSettings.
-_NODE_ONLY = {'enabled', 'max_rate_hz', 'max_pixels', 'input_compressed',
+_NODE_ONLY = {'enabled', 'max_rate_hz', 'max_pixels', 'input_compressed', 'cameras',
               'publish_visualization', 'publish_compressed', 'compressed_format',
               'jpeg_quality', 'output.reliability', 'output.depth', 'diagnostics_period_s'}
 _INPUT_DEPTH = 5
@@ -57,6 +66,26 @@ _LOG_EVERY_S = 5.0
 
 def stamp_key(header):
     return header.stamp.sec, header.stamp.nanosec
+
+
+class _Camera:
+    """One camera's topics and per-stream state (a node serves one, or `cameras`)."""
+
+    def __init__(self, node, name, callback):
+        self.name = name
+        self.prefix = f'{name}/' if name else ''
+        base = node.get_fully_qualified_name()
+        # the quality cache and the start noise are per stream
+        self.stream_id = f'{base}/{name}' if name else base
+        self.outputs = Outputs(node)
+        self.input = ImageInput(node, lambda msg: callback(msg, self), _INPUT_DEPTH, self.prefix)
+        self.camera_info = None
+        self.last_stamp = None
+        self.last_size = None
+        self.last_accept = 0.0
+
+    def label(self):
+        return f'camera {self.name}: ' if self.name else ''
 
 
 class RestorationNode(Node):
@@ -71,17 +100,13 @@ class RestorationNode(Node):
     def __init__(self, node_name=NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self.stats = FrameStats()
-        self._outputs = Outputs(self)
-        self._input = ImageInput(self, self._on_image, _INPUT_DEPTH)
-        self._last_stamp = None
-        self._last_size = None
-        self._last_accept = 0.0
-        self._camera_info = None
         self._warned = {}
         self._restorer_ready = False
         self.params = ParamBinding(self, RESTORATION_PARAMS, rule=self._check_rule,
                                    on_change=self._on_params)
         self._settings = settings_from_params(self.params.values)
+        self._cameras = [_Camera(self, name, self._on_image)
+                         for name in parse_cameras(self.params['cameras']) or ['']]
         # A Restorer that cannot start (missing checkpoint without fallback...) is fatal: the
         # error names what failed and main() exits non-zero.
         try:
@@ -101,9 +126,11 @@ class RestorationNode(Node):
         if self._announced_note:
             self.get_logger().warning(self._announced_note)  # e.g. fell back to classical
         self._make_publishers()
-        self._info_sub = self.create_subscription(
-            CameraInfo, 'camera_info', self._on_camera_info,
-            subscriber_qos(self, 'camera_info', _INPUT_DEPTH))
+        for cam in self._cameras:
+            topic = f'{cam.prefix}camera_info'
+            self.create_subscription(CameraInfo, topic,
+                                     lambda msg, cam=cam: setattr(cam, 'camera_info', msg),
+                                     subscriber_qos(self, topic, _INPUT_DEPTH))
         self._subscribe_image()
         # Publishers appear after us as often as before: re-resolve the input QoS now and then.
         self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
@@ -114,9 +141,10 @@ class RestorationNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name='restoration-worker', daemon=True)
         self._worker.start()
-        self.get_logger().info(
-            f'restoring {self._input_topic()} -> restored/image_raw with backend '
-            f'{self._restorer.backend_name} on {self._restorer.stats().get("device")}')
+        for cam in self._cameras:
+            self.get_logger().info(
+                f'restoring {self._input_topic(cam)} -> {cam.prefix}restored/image_raw with '
+                f'backend {self._restorer.backend_name} on {self._restorer.stats().get("device")}')
 
     # ---- parameters ------------------------------------------------------------------------
 
@@ -140,7 +168,7 @@ class RestorationNode(Node):
         if {'output.reliability', 'output.depth', 'publish_visualization',
                 'publish_compressed'} & set(changed):
             self._make_publishers()
-        if 'input_compressed' in changed and self._input.active:
+        if 'input_compressed' in changed and self._cameras[0].input.active:
             self._subscribe_image()
         self.get_logger().info(f'parameters changed: {changed}')
 
@@ -153,47 +181,42 @@ class RestorationNode(Node):
 
     # ---- topics ----------------------------------------------------------------------------
 
-    def _input_topic(self):
-        return input_topic(self.params['input_compressed'])
+    def _input_topic(self, cam):
+        return input_topic(self.params['input_compressed'], cam.prefix)
 
     def _subscribe_image(self):
-        self._input.subscribe(self.params['input_compressed'])
+        for cam in self._cameras:
+            cam.input.subscribe(self.params['input_compressed'])
 
     def _refresh_input_qos(self):
-        self._input.refresh(self.params['input_compressed'])
+        for cam in self._cameras:
+            cam.input.refresh(self.params['input_compressed'])
 
     def _make_publishers(self):
         qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])
-        wanted = {'image': (Image, 'restored/image_raw'),
-                  'info': (CameraInfo, 'restored/camera_info'),
-                  'quality': (Image, 'quality_map'),
-                  'prompts': (String, 'prompts')}
-        if self.params['publish_visualization']:
-            wanted['visualization'] = (Image, 'quality_map/visualization')
-        if self.params['publish_compressed']:
-            wanted['compressed'] = (CompressedImage, 'restored/image_raw/compressed')
-        self._outputs.rebuild(wanted, qos)
-
-    def _listeners(self):
-        return self._outputs.listeners()
-
-    def _publish(self, key, msg):
-        self._outputs.publish(key, msg)
+        for cam in self._cameras:
+            p = cam.prefix
+            wanted = {'image': (Image, f'{p}restored/image_raw'),
+                      'info': (CameraInfo, f'{p}restored/camera_info'),
+                      'quality': (Image, f'{p}quality_map'),
+                      'prompts': (String, f'{p}prompts')}
+            if self.params['publish_visualization']:
+                wanted['visualization'] = (Image, f'{p}quality_map/visualization')
+            if self.params['publish_compressed']:
+                wanted['compressed'] = (CompressedImage, f'{p}restored/image_raw/compressed')
+            cam.outputs.rebuild(wanted, qos)
 
     # ---- callbacks (executor thread: cheap only) -------------------------------------------
 
-    def _on_camera_info(self, msg):
-        self._camera_info = msg
-
-    def _on_image(self, msg):
+    def _on_image(self, msg, cam):
         self.stats.received()
         now = time.monotonic()
-        rate = self.params['max_rate_hz']
-        if rate > 0.0 and now - self._last_accept < 1.0 / rate:
+        rate = self.params['max_rate_hz']  # per camera: each keeps its own pace
+        if rate > 0.0 and now - cam.last_accept < 1.0 / rate:
             self.stats.record_dropped('rate_limit')
             return
-        self._last_accept = now
-        if self._mailbox.put((msg, now)) is not None:
+        cam.last_accept = now
+        if self._mailbox.put((msg, now, cam), key=cam.name) is not None:
             self.stats.record_dropped('stale')
 
     # ---- worker thread -------------------------------------------------------------------
@@ -203,48 +226,51 @@ class RestorationNode(Node):
             item = self._mailbox.take(timeout=0.5)
             if item is None:
                 continue
-            msg, received = item
+            msg, received, cam = item
             try:
-                self._handle(msg, received)
+                self._handle(msg, received, cam)
             except Exception as exc:  # noqa: BLE001 - last line of defence: keep serving
                 self.stats.record_dropped('internal_error')
                 self.stats.record_error(f'internal error: {exc!r}')
                 self._warn('internal', f'internal error, frame dropped: {exc!r}')
 
-    def _handle(self, msg, received):
-        listeners = self._listeners()
+    def _handle(self, msg, received, cam):
+        listeners = cam.outputs.listeners()
         if not any(listeners.values()):
             self.stats.record_dropped('no_subscribers')
             return
         stamp = stamp_key(msg.header)
-        if stamp != (0, 0) and stamp == self._last_stamp:
-            self._drop('duplicate_stamp', f'frame with the same stamp {stamp} as the last one')
+        if stamp != (0, 0) and stamp == cam.last_stamp:
+            self._drop('duplicate_stamp',
+                       f'{cam.label()}frame with the same stamp {stamp} as the last one')
             return
-        if self._last_stamp is not None and stamp < self._last_stamp:
+        if cam.last_stamp is not None and stamp < cam.last_stamp:
             self.stats.record_event('out_of_order_stamp')
-            self._warn('out_of_order', f'stamp {stamp} is older than the last {self._last_stamp}')
+            self._warn('out_of_order',
+                       f'{cam.label()}stamp {stamp} is older than the last {cam.last_stamp}')
         try:
             frame, encoding = self._decode(msg)
         except FrameRejected as exc:
-            self._drop(exc.reason, str(exc))
+            self._drop(exc.reason, f'{cam.label()}{exc}')
             return
-        self._last_stamp = stamp
+        cam.last_stamp = stamp
         size = frame.shape[:2]
-        if self._last_size is not None and size != self._last_size:
+        if cam.last_size is not None and size != cam.last_size:
             self.stats.record_event('resolution_changed')
-            self.get_logger().info(f'resolution changed {self._last_size} -> {size}')
-        self._last_size = size
-        info = self._matching_camera_info(msg.header, size)
+            self.get_logger().info(f'{cam.label()}resolution changed {cam.last_size} -> {size}')
+        cam.last_size = size
+        info = self._matching_camera_info(cam, msg.header, size)
         if not self.params['enabled']:
-            self._pass_through(msg, frame, encoding, info, 'disabled')
+            self._pass_through(cam, msg, frame, encoding, info, 'disabled')
             return
         try:
-            image, result = self._restore(frame, stamp)
+            image, result = self._restore(frame, cam.stream_id, stamp)
         except FrameRejected as exc:
             self.stats.record_error(str(exc))
-            self._warn(exc.reason, f'{exc.reason}: {exc} (on_error={self.params["on_error"]})')
+            self._warn(exc.reason, f'{cam.label()}{exc.reason}: {exc} '
+                                   f'(on_error={self.params["on_error"]})')
             if self.params['on_error'] == 'passthrough':
-                self._pass_through(msg, frame, encoding, info, exc.reason)
+                self._pass_through(cam, msg, frame, encoding, info, exc.reason)
             else:
                 self.stats.record_dropped(exc.reason)
             return
@@ -255,14 +281,14 @@ class RestorationNode(Node):
             self._drop('encode_error', f'cannot encode the restored frame as {encoding}: {exc}')
             return
         if info is not None:
-            self._publish('info', info)
-        self._publish_image(out)
+            cam.outputs.publish('info', info)
+        self._publish_image(cam, out)
         self.stats.record_published(
             latency_ms=(time.monotonic() - received) * 1000.0, timings=result.timings,
             cache_hit=result.cache_hit, skipped_fraction=result.skipped_fraction)
         if result.quality_map is not None:
             try:
-                self._publish_quality(msg.header, image, result, listeners)
+                self._publish_quality(cam, msg.header, image, result, listeners)
             except Exception as exc:  # noqa: BLE001 - the frame is out; the extras are not vital
                 self.stats.record_error(f'quality map/prompts not published: {exc!r}')
                 self._warn('quality_publish', f'quality map/prompts not published: {exc!r}')
@@ -298,14 +324,14 @@ class RestorationNode(Node):
         except ImageCodecError as exc:
             raise FrameRejected('bad_data', str(exc)) from None
 
-    def _matching_camera_info(self, header, size):
-        info = self._camera_info
+    def _matching_camera_info(self, cam, header, size):
+        info = cam.camera_info
         if info is None:
             return None
         if (info.height, info.width) != tuple(size) and info.width and info.height:
             self.stats.record_event('camera_info_mismatch')
-            self._warn('camera_info', f'camera_info is {info.width}x{info.height} but the image '
-                       f'is {size[1]}x{size[0]}; not republished')
+            self._warn('camera_info', f'{cam.label()}camera_info is {info.width}x{info.height} '
+                       f'but the image is {size[1]}x{size[0]}; not republished')
             return None
         out = CameraInfo()
         out.header = header
@@ -314,7 +340,7 @@ class RestorationNode(Node):
             setattr(out, field, getattr(info, field))
         return out
 
-    def _restore(self, frame, stamp=(0, 0)):
+    def _restore(self, frame, stream_id, stamp=(0, 0)):
         height, width = frame.shape[:2]
         if height * width > self.params['max_pixels']:
             raise FrameRejected('too_large', f'{width}x{height} frame exceeds max_pixels '
@@ -327,7 +353,7 @@ class RestorationNode(Node):
             # The cache ages maps by the header stamps (bags replayed at any rate reuse maps as
             # the camera did); an unset stamp (0) leaves it on the wall clock.
             result = self._restorer.restore(
-                frame, stream_id=self.get_fully_qualified_name(), color_order=order,
+                frame, stream_id=stream_id, color_order=order,
                 stamp=stamp[0] + stamp[1] * 1e-9 if stamp != (0, 0) else None)
         except InvalidFrameError as exc:  # e.g. NaN/Inf in a float image
             raise FrameRejected('invalid_frame', f'restorer refused the frame: {exc}') from None
@@ -341,20 +367,20 @@ class RestorationNode(Node):
                                 f'for a {frame.shape} {frame.dtype} frame')
         return image, result
 
-    def _pass_through(self, msg, frame, encoding, info, reason):
+    def _pass_through(self, cam, msg, frame, encoding, info, reason):
         if isinstance(msg, CompressedImage):
             out = conversions.rgb_to_image(frame, encoding, header=msg.header)
         else:
             out = msg  # unchanged bytes, header and encoding
         if info is not None:
-            self._publish('info', info)
-        self._publish_image(out)
+            cam.outputs.publish('info', info)
+        self._publish_image(cam, out)
         self.stats.record_passed_through(reason)
 
-    def _publish_image(self, out):
+    def _publish_image(self, cam, out):
         """The outgoing frame (an Image) on restored/image_raw and, when asked for, compressed."""
-        self._publish('image', out)
-        if not self._outputs.listeners().get('compressed'):
+        cam.outputs.publish('image', out)
+        if not cam.outputs.listeners().get('compressed'):
             return
         try:
             array = conversions.imgmsg_to_cv2(out)
@@ -366,13 +392,14 @@ class RestorationNode(Node):
             self.stats.record_event('compress_error')
             self._warn('compress', f'restored/image_raw/compressed not published: {exc}')
             return
-        self._publish('compressed', compressed)
+        cam.outputs.publish('compressed', compressed)
 
-    def _publish_quality(self, header, image, result, listeners):
+    def _publish_quality(self, cam, header, image, result, listeners):
         qmap, prompts = result.quality_map, result.prompts
         if listeners.get('quality'):
             grid = np.ascontiguousarray(qmap.scores, dtype=np.float32)
-            self._publish('quality', conversions.cv2_to_imgmsg(grid, '32FC1', header=header))
+            cam.outputs.publish('quality', conversions.cv2_to_imgmsg(grid, '32FC1',
+                                                                     header=header))
         if listeners.get('prompts'):
             payload = {'stamp': {'sec': header.stamp.sec, 'nanosec': header.stamp.nanosec},
                        'frame_id': header.frame_id, 'cell': int(qmap.cell),
@@ -386,9 +413,9 @@ class RestorationNode(Node):
 
                 prompts = build_prompts(qmap)
             payload['prompts'] = prompts.to_dict()
-            self._publish('prompts', String(data=json.dumps(payload)))
+            cam.outputs.publish('prompts', String(data=json.dumps(payload)))
         if listeners.get('visualization'):
-            self._publish('visualization', conversions.cv2_to_imgmsg(
+            cam.outputs.publish('visualization', conversions.cv2_to_imgmsg(
                 quality_overlay(image, qmap), 'rgb8', header=header))
 
     # ---- diagnostics -----------------------------------------------------------------------
@@ -418,7 +445,8 @@ class RestorationNode(Node):
         runtime = self._runtime_events()
         figures = self.stats.snapshot()
         figures.update(enabled=self.params['enabled'], backend=self._settings.backend,
-                       device=self._settings.device, input_topic=self._input_topic(),
+                       device=self._settings.device,
+                       input_topic=','.join(self._input_topic(c) for c in self._cameras),
                        parameter_rejections=self.params.rejections)
         failed = runtime.get('failed_updates', 0)
         if failed > self._failed_updates:

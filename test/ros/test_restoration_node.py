@@ -80,9 +80,33 @@ def test_spec_validation_and_settings_mapping():
     assert (settings.backend, settings.steps, settings.compile) == ('classical', 3, True)
     assert settings.compile_mode == 'reduce-overhead'
     assert 'must be one of' in table['compile_mode'].validate('fastest')
+    assert table['cameras'].validate('front, rear/left') is None
+    assert ros_params.parse_cameras('front, rear/left') == ['front', 'rear/left']
+    assert 'twice' in table['cameras'].validate('front,front')
+    assert 'relative topic names' in table['cameras'].validate('/abs,2cam')
     assert (settings.cache.max_frames, settings.cache.scene_threshold) == (7, 0.2)
     with pytest.raises(ValueError, match='default of parameter x is invalid'):
         ros_params.ParamSpec('x', 5, 'a parameter with a bad default', (0, 1))
+
+
+def test_mailbox_keeps_the_newest_frame_per_camera_and_serves_them_in_turn():
+    pytest.importorskip('rclpy')
+    from adaqual_ros.ros.node_parts import Mailbox
+
+    box = Mailbox()
+    assert box.put('a1', key='front') is None
+    assert box.put('a2', key='front') == 'a1'  # replaced: the caller counts it stale
+    assert box.put('b1', key='rear') is None
+    assert [box.take(0.01), box.take(0.01), box.take(0.01)] == ['a2', 'b1', None]
+    # Both cameras always have a frame waiting: neither starves the other.
+    served = []
+    for i in range(6):
+        box.put(f'a{i}', key='front')
+        box.put(f'b{i}', key='rear')
+        served.append(box.take(0.01)[0])
+    assert served == ['a', 'b'] * 3
+    box.close()
+    assert box.take(5.0) in ('a5', 'b5') and box.take(5.0) in ('a5', 'b5', None)
 
 
 def test_frame_stats_account_for_every_frame_and_report_percentiles():
@@ -329,6 +353,64 @@ def test_compressed_output_carries_the_restored_frame(spawn, probe_factory, fogg
         png = wait_output(probe, packed, stamp)
         assert png.format.startswith(f'{encoding}; png compressed')
         np.testing.assert_array_equal(compressed_imgmsg_to_cv2(png, encoding), raw)
+    assert proc.poll() is None, proc.log_path.read_text()
+    assert_accounted(probe)
+
+
+@pytest.mark.ros
+def test_one_process_serves_several_cameras(spawn, probe_factory, foggy_rgb):
+    """cameras:=front,rear/left: each camera's frames come back on its own topics, restored."""
+    import cv2
+    from fixtures.restoration_probe import camera_info_msg, find_stamp, image_msg
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from adaqual_ros.ros.conversions import imgmsg_to_cv2
+
+    ns = '/t_restore_cameras'
+    proc = start_node(spawn, ns, 'cameras:=front,rear/left')
+    probe = probe_factory(ns)
+    frames = {'front': foggy_rgb,
+              'rear/left': np.ascontiguousarray(cv2.resize(foggy_rgb, (160, 120))[:, ::-1])}
+    outs = {c: probe.record(f'{c}/restored/image_raw', Image) for c in frames}
+    infos = {c: probe.record(f'{c}/restored/camera_info', CameraInfo) for c in frames}
+    qmaps = {c: probe.record(f'{c}/quality_map', Image) for c in frames}
+    pubs = {c: probe.publisher(f'{c}/image_raw', Image) for c in frames}
+    info_pubs = {c: probe.publisher(f'{c}/camera_info', CameraInfo) for c in frames}
+    for c in frames:
+        probe.wait_matched(pubs[c], 'reliable')
+        probe.wait_matched(info_pubs[c])
+    # no camera on the node's own topics
+    assert not probe.node.get_subscriptions_info_by_topic(probe.topic('image_raw'))
+    for c, frame in frames.items():
+        h, w = frame.shape[:2]
+        info_pubs[c].publish(camera_info_msg(w, h, (5, 0)))
+    probe.spin_for(0.5)
+
+    # Synchronised cameras share stamps: a stamp repeated on another camera is no duplicate.
+    stamp = (1_700_000_200, 0)
+    for c, frame in frames.items():
+        pubs[c].publish(image_msg(frame, 'rgb8', stamp, frame_id=f'{c}_optical'))
+    for c, frame in frames.items():
+        out = wait_output(probe, outs[c], stamp)
+        assert out.header.frame_id == f'{c}_optical'
+        np.testing.assert_array_equal(imgmsg_to_cv2(out), expected_restoration(frame).image)
+        assert probe.spin_until(lambda: find_stamp(infos[c], stamp) and find_stamp(qmaps[c],
+                                                                                   stamp))
+        info = find_stamp(infos[c], stamp)
+        assert (info.width, info.height) == (frame.shape[1], frame.shape[0])
+        grid = find_stamp(qmaps[c], stamp)
+        assert (grid.height, grid.width) == (math.ceil(frame.shape[0] / 64),
+                                             math.ceil(frame.shape[1] / 64))
+    # A second round: each camera keeps its own size (no resolution change between cameras).
+    stamp = (1_700_000_201, 0)
+    for c, frame in frames.items():
+        pubs[c].publish(image_msg(frame, 'rgb8', stamp))
+    for c in frames:
+        wait_output(probe, outs[c], stamp)
+    probe.wait_settled(4)
+    assert probe.figure('published') == 4 and probe.figure('dropped.duplicate_stamp') == 0
+    assert probe.figure('event.resolution_changed') == 0
+    assert probe.figures()['input_topic'] == 'front/image_raw,rear/left/image_raw'
     assert proc.poll() is None, proc.log_path.read_text()
     assert_accounted(probe)
 

@@ -234,3 +234,32 @@ def test_extra_clean_sources_folders_and_videos(assets, tmp_path, val_image):
     assert image.shape == (3, 192, 192) and q64.shape == (3, 3)
     with pytest.raises(ValueError, match='dim_haze'):
         SyntheticQualityCrops(images[1:3], dim_haze=-0.5)
+
+
+def test_anchored_scores_follow_the_init_weights_not_the_synthesis(val_image):
+    # train-quality --anchor-scores: the score terms compare with the init model's scores, so a
+    # fine-tune changes the type read and keeps the score level its restorer was trained on.
+    import copy
+
+    import torch
+
+    from adaqual_ros.quality.learned import load_learned_estimator
+    from adaqual_ros.quality.training import TrainConfig, quality_loss, train_learned
+    from adaqual_ros.weather import synthesize
+
+    model = load_learned_estimator().eval()
+    anchor = copy.deepcopy(model)
+    crop = np.ascontiguousarray(val_image[:192, :192])
+    sample = synthesize(crop, 'haze_rain', np.random.default_rng(0), cell=32)
+    q64 = sample.quality.reshape(3, 2, 3, 2).mean(axis=(1, 3))
+    t64 = sample.types.reshape(3, 2, 3, 2, -1).mean(axis=(1, 3))
+    batch = [torch.from_numpy(x).float()[None] for x in (
+        np.moveaxis(sample.degraded, -1, 0) / 255.0, sample.quality, sample.types, q64, t64)]
+    cfg = TrainConfig(anchor_scores=3.0)
+    _, plain = quality_loss(model, batch, cfg)
+    total, anchored = quality_loss(model, batch, cfg, anchor)
+    assert plain['l1_q32'] > 0.05  # the synthesis' scores differ from the model's
+    assert anchored['l1_q32'] < 1e-6 and anchored['l1_q64'] < 1e-6
+    assert float(total.detach()) == pytest.approx(cfg.type_weight * anchored['bce_types'], rel=1e-5)
+    with pytest.raises(ValueError, match='init'):
+        train_learned(TrainConfig(anchor_scores=1.0, init=''))
