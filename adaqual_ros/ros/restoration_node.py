@@ -83,6 +83,8 @@ class _Camera:
         self.last_stamp = None
         self.last_size = None
         self.last_accept = 0.0
+        self.frames_in = 0   # per camera, for diagnostics (the node's FrameStats count all)
+        self.frames_out = 0  # published or passed through
 
     def label(self):
         return f'camera {self.name}: ' if self.name else ''
@@ -210,6 +212,7 @@ class RestorationNode(Node):
 
     def _on_image(self, msg, cam):
         self.stats.received()
+        cam.frames_in += 1
         now = time.monotonic()
         rate = self.params['max_rate_hz']  # per camera: each keeps its own pace
         if rate > 0.0 and now - cam.last_accept < 1.0 / rate:
@@ -283,6 +286,7 @@ class RestorationNode(Node):
         if info is not None:
             cam.outputs.publish('info', info)
         self._publish_image(cam, out)
+        cam.frames_out += 1
         self.stats.record_published(
             latency_ms=(time.monotonic() - received) * 1000.0, timings=result.timings,
             cache_hit=result.cache_hit, skipped_fraction=result.skipped_fraction)
@@ -375,6 +379,7 @@ class RestorationNode(Node):
         if info is not None:
             cam.outputs.publish('info', info)
         self._publish_image(cam, out)
+        cam.frames_out += 1
         self.stats.record_passed_through(reason)
 
     def _publish_image(self, cam, out):
@@ -448,6 +453,10 @@ class RestorationNode(Node):
                        device=self._settings.device,
                        input_topic=','.join(self._input_topic(c) for c in self._cameras),
                        parameter_rejections=self.params.rejections)
+        if len(self._cameras) > 1:  # which camera is silent, or losing frames
+            for cam in self._cameras:
+                figures[f'camera.{cam.name}.frames_in'] = cam.frames_in
+                figures[f'camera.{cam.name}.frames_out'] = cam.frames_out
         failed = runtime.get('failed_updates', 0)
         if failed > self._failed_updates:
             # Background loads (new backend/checkpoint) fail off this thread: say so here.

@@ -394,8 +394,8 @@ def test_one_process_serves_several_cameras(spawn, probe_factory, foggy_rgb):
         out = wait_output(probe, outs[c], stamp)
         assert out.header.frame_id == f'{c}_optical'
         np.testing.assert_array_equal(imgmsg_to_cv2(out), expected_restoration(frame).image)
-        assert probe.spin_until(lambda: find_stamp(infos[c], stamp) and find_stamp(qmaps[c],
-                                                                                   stamp))
+        assert probe.spin_until(lambda c=c: find_stamp(infos[c], stamp) and find_stamp(
+            qmaps[c], stamp))
         info = find_stamp(infos[c], stamp)
         assert (info.width, info.height) == (frame.shape[1], frame.shape[0])
         grid = find_stamp(qmaps[c], stamp)
@@ -411,6 +411,15 @@ def test_one_process_serves_several_cameras(spawn, probe_factory, foggy_rgb):
     assert probe.figure('published') == 4 and probe.figure('dropped.duplicate_stamp') == 0
     assert probe.figure('event.resolution_changed') == 0
     assert probe.figures()['input_topic'] == 'front/image_raw,rear/left/image_raw'
+    for c in frames:
+        assert probe.figure(f'camera.{c}.frames_in') == probe.figure(f'camera.{c}.frames_out') == 2
+    # One camera goes on alone: the diagnostics say which one is silent.
+    stamp = (1_700_000_202, 0)
+    pubs['front'].publish(image_msg(frames['front'], 'rgb8', stamp))
+    wait_output(probe, outs['front'], stamp)
+    probe.wait_settled(5)
+    assert probe.figure('camera.front.frames_out') == 3
+    assert probe.figure('camera.rear/left.frames_in') == 2
     assert proc.poll() is None, proc.log_path.read_text()
     assert_accounted(probe)
 

@@ -260,6 +260,7 @@ def test_anchored_scores_follow_the_init_weights_not_the_synthesis(val_image):
     total, anchored = quality_loss(model, batch, cfg, anchor)
     assert plain['l1_q32'] > 0.05  # the synthesis' scores differ from the model's
     assert anchored['l1_q32'] < 1e-6 and anchored['l1_q64'] < 1e-6
-    assert float(total.detach()) == pytest.approx(cfg.type_weight * anchored['bce_types'], rel=1e-5)
+    expected = cfg.type_weight * anchored['bce_types']
+    assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match='init'):
         train_learned(TrainConfig(anchor_scores=1.0, init=''))
