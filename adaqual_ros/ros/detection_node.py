@@ -1,8 +1,10 @@
 """
 The detection node: YOLO on a camera stream, detections out with the image's stamp.
 
-Topics (relative, so namespaces and remapping work; run one node per stream, e.g. remap
-`image_raw:=restored/image_raw detections:=restored/detections`):
+Topics (relative, so namespaces and remapping work; one node per stream, e.g. remap
+`image_raw:=restored/image_raw detections:=restored/detections`, or several streams from one
+process and one model with `cameras`, e.g. 'front,front/restored': each name prefixes the
+topics below):
 
 - in  `image_raw` (sensor_msgs/Image) or `image_raw/compressed` (parameter `input_compressed`);
   QoS adopted from the publishers.
@@ -11,8 +13,9 @@ Topics (relative, so namespaces and remapping work; run one node per stream, e.g
   `detections/image` (rgb8 with boxes drawn by OpenCV, parameter `publish_annotated`).
 - `/diagnostics` once a second.
 
-Inference runs on a worker thread fed through a one-slot mailbox (the newest frame wins; replaced
-frames are dropped as 'stale'). With nobody listening, frames are not run through the model.
+Inference runs on a worker thread fed through a mailbox with one slot per stream (the newest
+frame wins; replaced frames are dropped as 'stale'; streams are served in turn). With nobody
+listening, frames are not run through the model.
 
 Bad input never stops the node: every received frame ends published or dropped with a reason
 (`dropped.<reason>` in diagnostics, one warning per reason every 5 s): unknown_encoding,
@@ -39,15 +42,15 @@ from adaqual_ros.io.codec import ImageCodecError
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
 from adaqual_ros.ros.node_parts import (
+    Camera,
     FrameRejected,
-    ImageInput,
     Mailbox,
-    Outputs,
+    camera_figures,
     check_image_header,
     input_topic,
     run_node,
 )
-from adaqual_ros.ros.params import DETECTION_PARAMS, ParamBinding, parse_classes
+from adaqual_ros.ros.params import DETECTION_PARAMS, ParamBinding, parse_cameras, parse_classes
 from adaqual_ros.ros.qos import publisher_qos
 
 try:  # vision_msgs is optional: JSON on std_msgs/String is always published.
@@ -115,15 +118,13 @@ class DetectionNode(Node):
     def __init__(self, node_name=NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self.stats = FrameStats()
-        self._outputs = Outputs(self)
-        self._input = ImageInput(self, self._on_image, _INPUT_DEPTH)
         self._detector = None
         self._detector_key = None
         self._failed_key = None
-        self._last_stamp = None
-        self._last_size = None
         self._warned = {}
         self.params = ParamBinding(self, DETECTION_PARAMS, on_change=self._on_params)
+        self._cameras = [Camera(self, name, self._on_image, _INPUT_DEPTH)
+                         for name in parse_cameras(self.params['cameras']) or ['']]
         # Load (and run once) now, so a model that cannot work fails at start with a clear
         # message rather than on frame one.
         self._ensure_detector()
@@ -136,8 +137,10 @@ class DetectionNode(Node):
         self._running = True
         self._worker = threading.Thread(target=self._work, name='detection-worker', daemon=True)
         self._worker.start()
-        self.get_logger().info(f'detecting on {self._input_topic()} with {self._detector.path} '
-                               f'({self._detector.device}) -> detections')
+        for cam in self._cameras:
+            self.get_logger().info(
+                f'detecting on {self._input_topic(cam)} with {self._detector.path} '
+                f'({self._detector.device}) -> {cam.prefix}detections')
 
     # ---- parameters and model ------------------------------------------------------------
 
@@ -192,14 +195,16 @@ class DetectionNode(Node):
 
     # ---- topics --------------------------------------------------------------------------
 
-    def _input_topic(self):
-        return input_topic(self.params['input_compressed'])
+    def _input_topic(self, cam):
+        return input_topic(self.params['input_compressed'], cam.prefix)
 
     def _subscribe_image(self):
-        self._input.subscribe(self.params['input_compressed'])
+        for cam in self._cameras:
+            cam.input.subscribe(self.params['input_compressed'])
 
     def _refresh_input_qos(self):
-        self._input.refresh(self.params['input_compressed'])
+        for cam in self._cameras:
+            cam.input.refresh(self.params['input_compressed'])
 
     def _make_publishers(self):
         qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])
@@ -208,19 +213,15 @@ class DetectionNode(Node):
             wanted['array'] = (Detection2DArray, 'detections/array')
         if self.params['publish_annotated']:
             wanted['image'] = (Image, 'detections/image')
-        self._outputs.rebuild(wanted, qos)
-
-    def _listeners(self):
-        return self._outputs.listeners()
-
-    def _publish(self, key, msg):
-        self._outputs.publish(key, msg)
+        for cam in self._cameras:
+            cam.outputs.rebuild(cam.topics(wanted), qos)
 
     # ---- callbacks and worker ------------------------------------------------------------
 
-    def _on_image(self, msg):
+    def _on_image(self, msg, cam):
         self.stats.received()
-        if self._mailbox.put((msg, time.monotonic())) is not None:
+        cam.frames_in += 1
+        if self._mailbox.put((msg, time.monotonic(), cam), key=cam.name) is not None:
             self.stats.record_dropped('stale')
 
     def _work(self):
@@ -248,33 +249,34 @@ class DetectionNode(Node):
         self.stats.record_dropped(reason)
         self._warn(reason, f'frame dropped ({reason}): {message}')
 
-    def _handle(self, msg, received):
-        listeners = self._listeners()
+    def _handle(self, msg, received, cam):
+        listeners = cam.outputs.listeners()
         if not any(listeners.values()):
             self.stats.record_dropped('no_subscribers')
             return
         stamp = (int(msg.header.stamp.sec), int(msg.header.stamp.nanosec))
-        if stamp != (0, 0) and stamp == self._last_stamp:
+        if stamp != (0, 0) and stamp == cam.last_stamp:
             # A second result for one stamp would be paired twice downstream (metrics).
-            self._drop('duplicate_stamp', f'same stamp {stamp} as the previous frame')
+            self._drop('duplicate_stamp',
+                       f'{cam.label()}same stamp {stamp} as the previous frame')
             return
-        if self._last_stamp is not None and stamp < self._last_stamp:
+        if cam.last_stamp is not None and stamp < cam.last_stamp:
             self.stats.record_event('out_of_order_stamp')
-            self._warn('out_of_order', f'stamp {stamp} is older than the previous '
-                       f'{self._last_stamp}; detected anyway')
+            self._warn('out_of_order', f'{cam.label()}stamp {stamp} is older than the previous '
+                       f'{cam.last_stamp}; detected anyway')
         t0 = time.perf_counter()
         try:
             rgb = self._decode(msg)
         except FrameRejected as exc:
-            self._drop(exc.reason, str(exc))
+            self._drop(exc.reason, f'{cam.label()}{exc}')
             return
-        self._last_stamp = stamp
+        cam.last_stamp = stamp
         size = rgb.shape[:2]
-        if self._last_size is not None and size != self._last_size:
+        if cam.last_size is not None and size != cam.last_size:
             self.stats.record_event('resolution_changed')
-            self.get_logger().info(f'resolution changed {self._last_size[1]}x'
-                                   f'{self._last_size[0]} -> {size[1]}x{size[0]}')
-        self._last_size = size
+            self.get_logger().info(f'{cam.label()}resolution changed {cam.last_size[1]}x'
+                                   f'{cam.last_size[0]} -> {size[1]}x{size[0]}')
+        cam.last_size = size
         small, scale = self._fit(rgb)
         t1 = time.perf_counter()
         detector = self._ensure_detector()
@@ -291,12 +293,14 @@ class DetectionNode(Node):
                   'total': (time.monotonic() - received) * 1e3}
         now_ns = self.get_clock().now().nanoseconds
         body = detections_payload(msg.header, dets, detector.path.name, timing, now_ns)
-        self._publish('json', String(data=json.dumps(body)))
+        cam.outputs.publish('json', String(data=json.dumps(body)))
         if listeners.get('array'):
-            self._publish('array', to_detection2d_array(msg.header, dets))
+            cam.outputs.publish('array', to_detection2d_array(msg.header, dets))
         if listeners.get('image'):
             drawn = draw_detections(rgb, dets)
-            self._publish('image', conversions.cv2_to_imgmsg(drawn, 'rgb8', header=msg.header))
+            cam.outputs.publish('image', conversions.cv2_to_imgmsg(drawn, 'rgb8',
+                                                                   header=msg.header))
+        cam.frames_out += 1
         self.stats.record_published(latency_ms=timing['total'],
                                     timings={k: timing[k] for k in ('decode', 'inference')})
 
@@ -344,8 +348,10 @@ class DetectionNode(Node):
         figures = self.stats.snapshot()
         det = self._detector
         figures.update(model=str(det.path) if det else '', device=det.device if det else '',
-                       input_topic=self._input_topic(), vision_msgs=HAVE_VISION_MSGS,
+                       input_topic=','.join(self._input_topic(c) for c in self._cameras),
+                       vision_msgs=HAVE_VISION_MSGS,
                        namespace=self.get_namespace())
+        figures.update(camera_figures(self._cameras))
         return build_status(f'{self.get_name()}: detection', det.device if det else '', figures)
 
     def close(self):

@@ -1,4 +1,4 @@
-"""Pieces the nodes share: the process entry point, the newest-frame mailbox, the output set."""
+"""Pieces the nodes share: the process entry point, the newest-frame mailbox, cameras, outputs."""
 import faulthandler
 import os
 import signal
@@ -180,3 +180,44 @@ class ImageInput:
         topic = input_topic(compressed, self._prefix)
         if (topic, qos_key(subscriber_qos(self._node, topic, self._depth))) != self._key:
             self.subscribe(compressed)
+
+
+class Camera:
+    """
+    One camera stream of a node: its topics (under ``name/``, or the node's own for ''), input
+    subscription, publishers and per-stream state. A node serves one, or its `cameras`.
+    """
+
+    def __init__(self, node, name, callback, depth):
+        self.name = name
+        self.prefix = f'{name}/' if name else ''
+        base = node.get_fully_qualified_name()
+        # the restorer's quality cache and start noise are per stream
+        self.stream_id = f'{base}/{name}' if name else base
+        self.outputs = Outputs(node)
+        self.input = ImageInput(node, lambda msg: callback(msg, self), depth, self.prefix)
+        self.camera_info = None
+        self.last_stamp = None
+        self.last_size = None
+        self.last_accept = 0.0
+        self.frames_in = 0   # for diagnostics (the node's FrameStats count all cameras)
+        self.frames_out = 0  # published or passed through
+
+    def label(self):
+        """Prefix for log lines: which camera (empty for a node's single camera)."""
+        return f'camera {self.name}: ' if self.name else ''
+
+    def topics(self, wanted):
+        """{key: (type, topic)} with each topic under this camera's prefix."""
+        return {key: (t, self.prefix + topic) for key, (t, topic) in wanted.items()}
+
+
+def camera_figures(cameras):
+    """Diagnostics figures per camera when a node serves several (which one is silent)."""
+    if len(cameras) < 2:
+        return {}
+    out = {}
+    for cam in cameras:
+        out[f'camera.{cam.name}.frames_in'] = cam.frames_in
+        out[f'camera.{cam.name}.frames_out'] = cam.frames_out
+    return out

@@ -152,7 +152,7 @@ def _check_tile(value):
 
 
 def _check_cameras(value):
-    """'' (one camera on the node's own topics) or distinct relative names like 'front,rear'."""
+    """'' (one stream on the node's own topics) or distinct relative names like 'front,rear'."""
     names = parse_cameras(value)
     token = r'[A-Za-z][A-Za-z0-9_]*'
     bad = [n for n in names if not re.fullmatch(rf'{token}(/{token})*', n)]
@@ -590,6 +590,11 @@ DETECTION_PARAMS = (
               'boxes stay in frame pixels', (1024, 2**31 - 1)),
     ParamSpec('publish_annotated', False,
               'Also publish the frame with boxes drawn on detections/image'),
+    ParamSpec('cameras', '',
+              'Detect on several streams from this one process (one model in memory): comma-'
+              'separated names, each read on NAME/image_raw with detections on NAME/detections '
+              '(e.g. front,front/restored); empty = one stream on image_raw', read_only=True,
+              check=_check_cameras, choices_note='empty or names like `front,front/restored`'),
     ParamSpec('input_compressed', False,
               'Subscribe to image_raw/compressed (sensor_msgs/CompressedImage) instead'),
     ParamSpec('diagnostics_period_s', 1.0, 'Seconds between two reports on /diagnostics',

@@ -38,10 +38,10 @@ from adaqual_ros.io.codec import ImageCodecError
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
 from adaqual_ros.ros.node_parts import (
+    Camera,
     FrameRejected,
-    ImageInput,
     Mailbox,
-    Outputs,
+    camera_figures,
     check_image_header,
     input_topic,
     run_node,
@@ -68,28 +68,6 @@ def stamp_key(header):
     return header.stamp.sec, header.stamp.nanosec
 
 
-class _Camera:
-    """One camera's topics and per-stream state (a node serves one, or `cameras`)."""
-
-    def __init__(self, node, name, callback):
-        self.name = name
-        self.prefix = f'{name}/' if name else ''
-        base = node.get_fully_qualified_name()
-        # the quality cache and the start noise are per stream
-        self.stream_id = f'{base}/{name}' if name else base
-        self.outputs = Outputs(node)
-        self.input = ImageInput(node, lambda msg: callback(msg, self), _INPUT_DEPTH, self.prefix)
-        self.camera_info = None
-        self.last_stamp = None
-        self.last_size = None
-        self.last_accept = 0.0
-        self.frames_in = 0   # per camera, for diagnostics (the node's FrameStats count all)
-        self.frames_out = 0  # published or passed through
-
-    def label(self):
-        return f'camera {self.name}: ' if self.name else ''
-
-
 class RestorationNode(Node):
     """
     ROS 2 node that restores a camera stream with the AdaQual runtime.
@@ -107,7 +85,7 @@ class RestorationNode(Node):
         self.params = ParamBinding(self, RESTORATION_PARAMS, rule=self._check_rule,
                                    on_change=self._on_params)
         self._settings = settings_from_params(self.params.values)
-        self._cameras = [_Camera(self, name, self._on_image)
+        self._cameras = [Camera(self, name, self._on_image, _INPUT_DEPTH)
                          for name in parse_cameras(self.params['cameras']) or ['']]
         # A Restorer that cannot start (missing checkpoint without fallback...) is fatal: the
         # error names what failed and main() exits non-zero.
@@ -196,17 +174,16 @@ class RestorationNode(Node):
 
     def _make_publishers(self):
         qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])
+        wanted = {'image': (Image, 'restored/image_raw'),
+                  'info': (CameraInfo, 'restored/camera_info'),
+                  'quality': (Image, 'quality_map'),
+                  'prompts': (String, 'prompts')}
+        if self.params['publish_visualization']:
+            wanted['visualization'] = (Image, 'quality_map/visualization')
+        if self.params['publish_compressed']:
+            wanted['compressed'] = (CompressedImage, 'restored/image_raw/compressed')
         for cam in self._cameras:
-            p = cam.prefix
-            wanted = {'image': (Image, f'{p}restored/image_raw'),
-                      'info': (CameraInfo, f'{p}restored/camera_info'),
-                      'quality': (Image, f'{p}quality_map'),
-                      'prompts': (String, f'{p}prompts')}
-            if self.params['publish_visualization']:
-                wanted['visualization'] = (Image, f'{p}quality_map/visualization')
-            if self.params['publish_compressed']:
-                wanted['compressed'] = (CompressedImage, f'{p}restored/image_raw/compressed')
-            cam.outputs.rebuild(wanted, qos)
+            cam.outputs.rebuild(cam.topics(wanted), qos)
 
     # ---- callbacks (executor thread: cheap only) -------------------------------------------
 
@@ -453,10 +430,7 @@ class RestorationNode(Node):
                        device=self._settings.device,
                        input_topic=','.join(self._input_topic(c) for c in self._cameras),
                        parameter_rejections=self.params.rejections)
-        if len(self._cameras) > 1:  # which camera is silent, or losing frames
-            for cam in self._cameras:
-                figures[f'camera.{cam.name}.frames_in'] = cam.frames_in
-                figures[f'camera.{cam.name}.frames_out'] = cam.frames_out
+        figures.update(camera_figures(self._cameras))
         failed = runtime.get('failed_updates', 0)
         if failed > self._failed_updates:
             # Background loads (new backend/checkpoint) fail off this thread: say so here.

@@ -164,6 +164,55 @@ def test_detection_node_publishes_json_with_the_image_stamp(spawn, probe_factory
     assert proc.poll() is None
 
 
+@pytest.mark.ros
+def test_one_detection_process_serves_raw_and_restored_streams(spawn, probe_factory, asset):
+    """cameras:=front,front/restored: one model, each stream's detections on its own topic."""
+    from fixtures.restoration_probe import image_msg
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from adaqual_ros.detection.yolo import Detector
+    from adaqual_ros.io.video import read_image
+
+    model = asset(DETECTOR)
+    rgb = read_image(asset(FOGGY))
+    frames = {'front': rgb, 'front/restored': np.ascontiguousarray(rgb[:, ::-1])}
+    ns = '/t_detect_streams'
+    proc = spawn('adaqual_ros.ros.detection_node',
+                 *_args(ns, f'model:={model}', 'conf:=0.25', 'cameras:=front,front/restored'))
+    probe = probe_factory(ns, 'adaqual_detection')
+    dets = {c: probe.record(f'{c}/detections', String) for c in frames}
+    pubs = {c: probe.publisher(f'{c}/image_raw', Image) for c in frames}
+    for pub in pubs.values():
+        probe.wait_matched(pub, 'reliable', timeout=120.0)
+    assert not probe.node.get_subscriptions_info_by_topic(probe.topic('image_raw'))
+    stamp = (1_700_000_300, 0)  # the two streams of one camera share stamps
+    stamp_ns = stamp[0] * 10**9
+    sent = {c: image_msg(f, 'rgb8', stamp, frame_id='front_camera') for c, f in frames.items()}
+
+    def answered():
+        for c in frames:
+            if _json_for(dets[c], stamp_ns) is None:
+                pubs[c].publish(sent[c])
+        return all(_json_for(dets[c], stamp_ns) for c in frames)
+
+    assert probe.spin_until(answered, timeout=60.0), proc.log_path.read_text()[-2000:]
+    detector = Detector(model, conf=0.25)
+    for c, frame in frames.items():
+        body = _json_for(dets[c], stamp_ns)
+        ref = detector.detect(frame)
+        assert len(body['detections']) == len(ref.boxes) > 0, c
+        np.testing.assert_allclose([d['bbox_xyxy'] for d in body['detections']], ref.boxes,
+                                   atol=0.05)
+    # each stream was served its own frame (the mirrored one has other boxes)
+    assert _json_for(dets['front'], stamp_ns)['detections'] != \
+        _json_for(dets['front/restored'], stamp_ns)['detections']
+    probe.spin_until(lambda: probe.figure('camera.front/restored.frames_out') >= 1, timeout=10.0)
+    assert probe.figure('camera.front.frames_out') >= 1
+    assert probe.figure('dropped.duplicate_stamp') == 0
+    assert proc.poll() is None
+
+
 def _fake(boxes, scores, classes, size=(120, 160)):
     from adaqual_ros.detection.yolo import Detections
 
