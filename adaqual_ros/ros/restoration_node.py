@@ -17,9 +17,8 @@ Topics (all relative, so namespaces and remapping work):
 
 Frames go to a worker thread through a mailbox that always holds the newest frame of each
 camera, so the executor never blocks; a frame replaced before the worker took it is dropped as
-'stale'. Every
-received frame is accounted for as published, passed through (with a reason) or dropped (with a
-reason); see `FrameStats`.
+'stale'. Every received frame is accounted for as published, passed through (with a reason) or
+dropped (with a reason); see `FrameStats`.
 """
 import json
 import sys
@@ -241,7 +240,7 @@ class RestorationNode(Node):
         cam.last_size = size
         info = self._matching_camera_info(cam, msg.header, size)
         if not self.params['enabled']:
-            self._pass_through(cam, msg, frame, encoding, info, 'disabled')
+            self._pass_through(cam, msg, frame, encoding, info, 'disabled', listeners)
             return
         try:
             image, result = self._restore(frame, cam.stream_id, stamp)
@@ -250,7 +249,7 @@ class RestorationNode(Node):
             self._warn(exc.reason, f'{cam.label()}{exc.reason}: {exc} '
                                    f'(on_error={self.params["on_error"]})')
             if self.params['on_error'] == 'passthrough':
-                self._pass_through(cam, msg, frame, encoding, info, exc.reason)
+                self._pass_through(cam, msg, frame, encoding, info, exc.reason, listeners)
             else:
                 self.stats.record_dropped(exc.reason)
             return
@@ -262,8 +261,7 @@ class RestorationNode(Node):
             return
         if info is not None:
             cam.outputs.publish('info', info)
-        self._publish_image(cam, out)
-        cam.frames_out += 1
+        self._publish_image(cam, out, listeners)
         self.stats.record_published(
             latency_ms=(time.monotonic() - received) * 1000.0, timings=result.timings,
             cache_hit=result.cache_hit, skipped_fraction=result.skipped_fraction)
@@ -348,21 +346,24 @@ class RestorationNode(Node):
                                 f'for a {frame.shape} {frame.dtype} frame')
         return image, result
 
-    def _pass_through(self, cam, msg, frame, encoding, info, reason):
+    def _pass_through(self, cam, msg, frame, encoding, info, reason, listeners):
         if isinstance(msg, CompressedImage):
             out = conversions.rgb_to_image(frame, encoding, header=msg.header)
         else:
             out = msg  # unchanged bytes, header and encoding
         if info is not None:
             cam.outputs.publish('info', info)
-        self._publish_image(cam, out)
-        cam.frames_out += 1
+        self._publish_image(cam, out, listeners)
         self.stats.record_passed_through(reason)
 
-    def _publish_image(self, cam, out):
-        """The outgoing frame (an Image) on restored/image_raw and, when asked for, compressed."""
+    def _publish_image(self, cam, out, listeners):
+        """
+        The outgoing frame (an Image) on restored/image_raw and, while something subscribes to
+        it, compressed; ``listeners``: the subscriber counts `_handle` read for this frame.
+        """
         cam.outputs.publish('image', out)
-        if not cam.outputs.listeners().get('compressed'):
+        cam.frames_out += 1
+        if not listeners.get('compressed'):
             return
         try:
             array = conversions.imgmsg_to_cv2(out)
