@@ -8,6 +8,11 @@ reads to start the same graph as plain processes on pip-only installs; parameter
 params file it names (config/params.yaml, generated from adaqual_ros/ros/params.py). The graph's
 executables are restoration_node, detection_node (twice: raw/ and restored/, plus clean/ with a
 source), metrics_node and camera_player (with a source).
+
+Several cameras: `graph:=$(ros2 pkg prefix adaqual_ros)/share/adaqual_ros/config/` +
+`pipeline_cameras.yaml` starts one restoration node and one detection node for two cameras
+(`cameras` parameter); that file remaps each camera's topics, so leave `image` empty (it is
+refused for such a graph).
 """
 import os
 

@@ -205,12 +205,17 @@ def retarget_image(graph, topic):
     Point every node that reads the camera (a node with an `image_raw` remap) at `topic`.
 
     `topic` is absolute or relative to the graph's namespace; `image_raw/compressed` follows.
+    Raises GraphError when no node reads `image_raw` (a graph of several cameras remaps each
+    camera's `NAME/image_raw` in its file): ignoring the topic would leave the graph deaf to it.
     """
     target = _resolve_topic(graph.namespace, topic)
-    for node in graph.nodes:
-        if 'image_raw' in node.remaps:
-            node.remaps['image_raw'] = target
-            node.remaps['image_raw/compressed'] = target + '/compressed'
+    readers = [node for node in graph.nodes if 'image_raw' in node.remaps]
+    if not readers:
+        raise GraphError(f'no node of this graph reads image_raw, so the image topic {topic!r} '
+                         'cannot be applied; remap each camera in the graph file instead')
+    for node in readers:
+        node.remaps['image_raw'] = target
+        node.remaps['image_raw/compressed'] = target + '/compressed'
     return graph
 
 

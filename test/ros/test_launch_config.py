@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
 CONFIGS = sorted((REPO / 'config').glob('*.yaml'))
 GRAPH = REPO / 'config' / 'pipeline.yaml'
+CAMERAS_GRAPH = REPO / 'config' / 'pipeline_cameras.yaml'
 DETECTOR = 'models/yolov8n_int8.onnx'
 FOGGY = 'data/dawn_fog_dev/images/foggy-001.jpg'
 
@@ -119,6 +120,9 @@ def test_graph_file_checks_and_overrides(tmp_path):
     assert graph['restoration'].params_files == [REPO / 'config' / 'params.yaml']
     pipeline_graph.retarget_image(graph, '/cam/image_raw')
     assert raw.remaps['image_raw/compressed'] == '/cam/image_raw/compressed'
+    # The two-camera graph remaps front/ and rear/ in its file: one topic cannot retarget it.
+    with pytest.raises(GraphError, match='no node of this graph reads image_raw'):
+        pipeline_graph.retarget_image(load_graph(CAMERAS_GRAPH), '/cam/image_raw')
     assert pipeline_graph.parse_overrides(['restoration.steps=3', "a.b='7'", 'a.c=']) == {
         'restoration': {'steps': 3}, 'a': {'b': '7', 'c': ''}}
     with pytest.raises(GraphError, match='NODE.PARAM=VALUE'):
@@ -247,6 +251,72 @@ def test_adaqual_pipeline_brings_the_graph_up_and_stops_on_sigint(spawn, ros_env
     assert not [pid for pid in pids if _alive(pid)], 'node processes left behind'
     # The metrics node wrote its report on the way down (report_on_shutdown).
     assert json.loads((report / 'report.json').read_text())
+
+
+@pytest.mark.ros
+def test_the_two_camera_graph_restores_and_detects_on_all_four_streams(spawn, ros_env, asset,
+                                                                        tmp_path):
+    """config/pipeline_cameras.yaml as shipped: each camera's frames come back restored and
+    detected on both of its streams, from two processes with one model each."""
+    from fixtures.restoration_probe import Probe, find_stamp, image_msg
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from adaqual_ros.io.video import read_image
+
+    model = asset(DETECTOR)
+    frames = {'front': read_image(asset(FOGGY))[::4, ::4],
+              'rear': read_image(asset(FOGGY))[::5, ::5]}  # another size: no mix-up unseen
+    ns = '/t_cameras'
+    proc = spawn('adaqual_ros.cli.main', 'pipeline', '--params', str(CAMERAS_GRAPH),
+                 '--namespace', ns, '--detector', str(model), '--log-dir', str(tmp_path / 'logs'),
+                 '--set', 'restoration.backend=classical',
+                 '--set', 'restoration.quality_backend=classical',
+                 '--set', 'restoration.device=cpu', '--set', 'restoration.threads=1')
+    probe = Probe(ns)
+    try:
+        restored = {cam: probe.record(f'{cam}/restored/image_raw', Image) for cam in frames}
+        dets = {s: probe.record(f'{s}/detections', String)
+                for cam in frames for s in (cam, f'{cam}/restored')}
+        # The graph's remaps point the cameras at these drivers' topics (absolute names).
+        pubs = {cam: probe.publisher(f'/{cam}_camera/image_raw', Image) for cam in frames}
+
+        def log():
+            return proc.log_path.read_text()[-3000:]
+        assert probe.spin_until(lambda: 'graph up' in proc.log_path.read_text()
+                                or proc.poll() is not None, timeout=150.0), log()
+        assert proc.poll() is None, log()
+        for pub in pubs.values():  # read by the restoration node and the detection node
+            assert probe.spin_until(lambda p=pub: p.get_subscription_count() >= 2, 30.0), log()
+            probe.wait_matched(pub, 'reliable', timeout=30.0)
+        sent = {cam: [] for cam in frames}
+
+        def answered(cam, stamp):
+            return (find_stamp(restored[cam], stamp) is not None
+                    and all(_stamp_in(dets[s], stamp) for s in (cam, f'{cam}/restored')))
+
+        def send_and_check():
+            for k, cam in enumerate(frames):
+                if not sent[cam] or time.monotonic() - sent[cam][-1][1] > 0.5:
+                    stamp = (1_700_000_400 + 100 * k + len(sent[cam]), 7)
+                    pubs[cam].publish(image_msg(frames[cam], 'rgb8', stamp, frame_id=cam))
+                    sent[cam].append((stamp, time.monotonic()))
+            return all(any(answered(cam, st) for st, _ in sent[cam]) for cam in frames)
+        assert probe.spin_until(send_and_check, timeout=120.0), log()
+        for cam, rgb in frames.items():
+            stamp = next(st for st, _ in sent[cam] if answered(cam, st))
+            out = find_stamp(restored[cam], stamp)
+            assert (out.height, out.width, out.header.frame_id) == (*rgb.shape[:2], cam)
+            for stream in (cam, f'{cam}/restored'):
+                body = _stamp_in(dets[stream], stamp)
+                assert body['image_size'] == list(rgb.shape[:2]) and body['model'] == model.name
+    finally:
+        probe.close()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=45) == 0, log()
+    text = proc.log_path.read_text()
+    codes = dict(re.findall(r'(\w+) (-?\d+)', text.split('stopped: ', 1)[1].splitlines()[0]))
+    assert codes == {'restoration': '0', 'detection': '0'}, text[-2000:]
 
 
 def _stamp_in(messages, stamp):
