@@ -13,7 +13,7 @@ The table data and renderers are plain Python; rcl_interfaces is imported only w
 declares its parameters, so the docs can be generated without ROS.
 """
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 import numbers
 import os
@@ -294,6 +294,64 @@ NODE_TABLES = {
     'adaqual_restoration': ('Restoration node (`restoration_node`)', RESTORATION_PARAMS),
 }
 
+# Per camera of a restoration node with `cameras`: declared as `camera.NAME.<row>` (a `/` in
+# NAME becomes `.`), so one camera can pass through or skip differently while all share one
+# model. A row at its "inherit" value follows the node's parameter of the same name.
+_INHERIT = {'skip_threshold': 0.0, 'skip_margin': -1, 'whole_frame_share': 0.0}
+CAMERA_PARAMS = (
+    ParamSpec('enabled', True,
+              "Restore this camera's frames (when the node's enabled is true too); false "
+              'passes them through unchanged'),
+    ParamSpec('skip_threshold', _INHERIT['skip_threshold'],
+              "This camera's skip_threshold (0 = the node's)", (0.0, 5.0),
+              check=lambda v: None if v == 0.0 or v >= 1.0 else
+              "a camera's skip_threshold must be 0 (the node's) or in [1.0, 5.0]",
+              choices_note="0 (the node's) or [1.0, 5.0]"),
+    ParamSpec('skip_margin', _INHERIT['skip_margin'],
+              "This camera's skip_margin (-1 = the node's)", (-1, _settings.MAX_SKIP_MARGIN)),
+    ParamSpec('whole_frame_share', _INHERIT['whole_frame_share'],
+              "This camera's whole_frame_share (0 = the node's)", (0.0, 1.0)),
+)
+# The restoration node table these rows belong to (checked in params files and graphs).
+PER_CAMERA_TABLES = {'adaqual_restoration': CAMERA_PARAMS}
+
+
+def camera_param_name(camera, row):
+    """`camera.NAME.row` for a camera name from `cameras` ('rear/left' -> 'camera.rear.left')."""
+    return f'camera.{camera.replace("/", ".")}.{row}'
+
+
+def camera_param_specs(cameras, rows=CAMERA_PARAMS):
+    """The per-camera ParamSpecs of a node serving `cameras` (names from `parse_cameras`)."""
+    return tuple(replace(row, name=camera_param_name(cam, row.name))
+                 for cam in cameras for row in rows)
+
+
+def camera_overrides(values, camera):
+    """{setting: value} a camera sets for itself (rows not at their inherit value)."""
+    out = {}
+    for row, inherit in _INHERIT.items():
+        value = values.get(camera_param_name(camera, row), inherit)
+        if value != inherit:
+            out[row] = value
+    return out
+
+
+def lookup_spec(known, key, per_camera=()):
+    """
+    The ParamSpec of `key`: from `known` ({name: spec}), or a `camera.NAME.row` parameter of
+    the per-camera rows `per_camera`; None when neither declares it.
+    """
+    spec = known.get(key)
+    if spec is not None:
+        return spec
+    parts = key.split('.')
+    if len(parts) >= 3 and parts[0] == 'camera' and all(parts[1:-1]):
+        rows = {row.name: row for row in per_camera}
+        if parts[-1] in rows:
+            return replace(rows[parts[-1]], name=key)
+    return None
+
 
 def spec_map(specs):
     """Return {name: ParamSpec}, raising ValueError on a duplicate name."""
@@ -483,6 +541,17 @@ def render_markdown(tables=None):
             out.append(f'| `{spec.name}` | {spec.type_name} | `{default}` | '
                        f'{spec.allowed_text()} | {description} |')
         out.append('')
+        rows = PER_CAMERA_TABLES.get(node_name, ())
+        if rows:
+            out += ['Per camera, with `cameras` set: `camera.NAME.<name>` (a `/` in NAME '
+                    'becomes `.`), e.g. `camera.rear.skip_threshold`:', '',
+                    '| name | type | default | allowed | description |',
+                    '| --- | --- | --- | --- | --- |']
+            for spec in rows:
+                out.append(f'| `camera.NAME.{spec.name}` | {spec.type_name} | '
+                           f'`{_yaml_scalar(spec.default)}` | {spec.allowed_text()} | '
+                           f'{spec.description} |')
+            out.append('')
     return '\n'.join(out)
 
 
@@ -503,23 +572,40 @@ def check_params_file(path, tables=None):
         name = str(node_key).rsplit('/', 1)[-1]
         params = (body or {}).get('ros__parameters', {}) if isinstance(body, dict) else {}
         if name in ('**', '*'):
-            known = {}
-            for _, specs in tables.values():
+            known, per_camera = {}, ()
+            for table_name, (_, specs) in tables.items():
                 known.update(spec_map(specs))
+                per_camera += PER_CAMERA_TABLES.get(table_name, ())
         elif name in tables:
-            known = spec_map(tables[name][1])
+            known, per_camera = spec_map(tables[name][1]), PER_CAMERA_TABLES.get(name, ())
         else:
             problems.append(f'{path}: node {node_key!r} has no parameter table')
             continue
-        for key, value in _flatten(params):
-            spec = known.get(key)
+        flat = dict(_flatten(params))
+        for key, value in flat.items():
+            spec = lookup_spec(known, key, per_camera)
             if spec is None:
                 problems.append(f'{path}: {node_key}: parameter {key!r} is not declared')
                 continue
             reason = spec.validate(value)
             if reason:
                 problems.append(f'{path}: {node_key}: {reason}')
+        problems += [f'{path}: {node_key}: {p}' for p in unknown_cameras(flat)]
     return problems
+
+
+def unknown_cameras(values):
+    """
+    Problems of `camera.NAME.*` values whose NAME is not in the same node's `cameras` (a typo
+    there would leave the camera on the node's values without a word: rclpy ignores overrides
+    of parameters a node does not declare).
+    """
+    if 'cameras' not in values:  # set elsewhere (another params file): nothing to hold against
+        return []
+    names = {camera_param_name(cam, '') for cam in parse_cameras(str(values['cameras']))}
+    return [f'{key} names no camera of cameras={values.get("cameras", "")!r}'
+            for key in values if key.startswith('camera.') and
+            key.rsplit('.', 1)[0] + '.' not in names]
 
 
 def _flatten(params, prefix=''):

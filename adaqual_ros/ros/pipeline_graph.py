@@ -22,7 +22,14 @@ import time
 
 import yaml
 
-from adaqual_ros.ros.params import NODE_TABLES, check_params_file, spec_map
+from adaqual_ros.ros.params import (
+    NODE_TABLES,
+    PER_CAMERA_TABLES,
+    check_params_file,
+    lookup_spec,
+    spec_map,
+    unknown_cameras,
+)
 from adaqual_ros.ros.processes import stop_processes
 
 # Console script (setup.py) -> (module run with `python -m`, parameter table in NODE_TABLES).
@@ -252,8 +259,9 @@ def check_graph(graph):
                 problems.append(f'nodes {seen[node.fqn]} and {node.key} are both {node.fqn}')
             seen[node.fqn] = node.key
         specs = spec_map(NODE_TABLES[node.table][1])
+        per_camera = PER_CAMERA_TABLES.get(node.table, ())
         for name, value in node.parameters.items():
-            spec = specs.get(name)
+            spec = lookup_spec(specs, name, per_camera)
             if spec is None:
                 problems.append(f'node {node.key}: parameter {name!r} is not declared by '
                                 f'{node.executable}')
@@ -261,6 +269,7 @@ def check_graph(graph):
             reason = spec.validate(value)
             if reason:
                 problems.append(f'node {node.key}: {reason}')
+        problems += [f'node {node.key}: {p}' for p in unknown_cameras(node.parameters)]
         if node.enabled and node.executable == 'camera_player' and \
                 not node.parameters.get('source'):
             problems.append(f'node {node.key}: the player needs parameters.source (adaqual '

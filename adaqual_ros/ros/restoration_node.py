@@ -13,7 +13,9 @@ Topics (all relative, so namespaces and remapping work):
   `diagnostics_period_s` (1 s by default).
 - `cameras` (read-only, e.g. 'front,rear'): one process serves several cameras with one model in
   memory; each name prefixes its topics (front/image_raw -> front/restored/image_raw, ...) and
-  keeps its own quality cache and start noise. Parameters and diagnostics are the node's.
+  keeps its own quality cache and start noise. Parameters and diagnostics are the node's, plus
+  `camera.NAME.enabled` / `skip_threshold` / `skip_margin` / `whole_frame_share` per camera
+  (`params.CAMERA_PARAMS`: pass one camera through, or skip differently, with one model).
 
 Frames go to a worker thread through a mailbox that always holds the newest frame of each
 camera, so the executor never blocks; a frame replaced before the worker took it is dropped as
@@ -48,6 +50,9 @@ from adaqual_ros.ros.node_parts import (
 from adaqual_ros.ros.params import (
     RESTORATION_PARAMS,
     ParamBinding,
+    camera_overrides,
+    camera_param_name,
+    camera_param_specs,
     parse_cameras,
     settings_from_params,
 )
@@ -84,8 +89,12 @@ class RestorationNode(Node):
         self.params = ParamBinding(self, RESTORATION_PARAMS, rule=self._check_rule,
                                    on_change=self._on_params)
         self._settings = settings_from_params(self.params.values)
+        names = parse_cameras(self.params['cameras'])
+        # Per-camera rows exist only with `cameras` (a single camera has the node's own).
+        self.camera_params = ParamBinding(self, camera_param_specs(names),
+                                          on_change=self._on_camera_params)
         self._cameras = [Camera(self, name, self._on_image, _INPUT_DEPTH)
-                         for name in parse_cameras(self.params['cameras']) or ['']]
+                         for name in names or ['']]
         # A Restorer that cannot start (missing checkpoint without fallback...) is fatal: the
         # error names what failed and main() exits non-zero.
         try:
@@ -150,6 +159,17 @@ class RestorationNode(Node):
         if 'input_compressed' in changed and self._cameras[0].input.active:
             self._subscribe_image()
         self.get_logger().info(f'parameters changed: {changed}')
+
+    def _on_camera_params(self, changed):
+        self.get_logger().info(f'camera parameters changed: {changed}')
+
+    def _camera_settings(self, cam):
+        """(enabled, restorer overrides) of one camera: the node's, changed by its own rows."""
+        if not cam.name:
+            return self.params['enabled'], None
+        values = self.camera_params.values
+        enabled = self.params['enabled'] and values[camera_param_name(cam.name, 'enabled')]
+        return enabled, camera_overrides(values, cam.name) or None
 
     def _on_enable(self, request, response):
         result = self.set_parameters([Parameter('enabled', value=bool(request.data))])[0]
@@ -239,11 +259,12 @@ class RestorationNode(Node):
             self.get_logger().info(f'{cam.label()}resolution changed {cam.last_size} -> {size}')
         cam.last_size = size
         info = self._matching_camera_info(cam, msg.header, size)
-        if not self.params['enabled']:
+        enabled, overrides = self._camera_settings(cam)
+        if not enabled:
             self._pass_through(cam, msg, frame, encoding, info, 'disabled', listeners)
             return
         try:
-            image, result = self._restore(frame, cam.stream_id, stamp)
+            image, result = self._restore(frame, cam.stream_id, stamp, overrides)
         except FrameRejected as exc:
             self.stats.record_error(str(exc))
             self._warn(exc.reason, f'{cam.label()}{exc.reason}: {exc} '
@@ -319,7 +340,7 @@ class RestorationNode(Node):
             setattr(out, field, getattr(info, field))
         return out
 
-    def _restore(self, frame, stream_id, stamp=(0, 0)):
+    def _restore(self, frame, stream_id, stamp=(0, 0), overrides=None):
         height, width = frame.shape[:2]
         if height * width > self.params['max_pixels']:
             raise FrameRejected('too_large', f'{width}x{height} frame exceeds max_pixels '
@@ -333,7 +354,8 @@ class RestorationNode(Node):
             # the camera did); an unset stamp (0) leaves it on the wall clock.
             result = self._restorer.restore(
                 frame, stream_id=stream_id, color_order=order,
-                stamp=stamp[0] + stamp[1] * 1e-9 if stamp != (0, 0) else None)
+                stamp=stamp[0] + stamp[1] * 1e-9 if stamp != (0, 0) else None,
+                overrides=overrides)
         except InvalidFrameError as exc:  # e.g. NaN/Inf in a float image
             raise FrameRejected('invalid_frame', f'restorer refused the frame: {exc}') from None
         except Exception as exc:  # noqa: BLE001 - any restorer failure is handled per on_error
@@ -430,8 +452,14 @@ class RestorationNode(Node):
         figures.update(enabled=self.params['enabled'], backend=self._settings.backend,
                        device=self._settings.device,
                        input_topic=','.join(self._input_topic(c) for c in self._cameras),
-                       parameter_rejections=self.params.rejections)
+                       parameter_rejections=self.params.rejections
+                       + self.camera_params.rejections)
         figures.update(camera_figures(self._cameras))
+        if len(self._cameras) > 1:
+            for cam in self._cameras:
+                enabled, overrides = self._camera_settings(cam)
+                figures[f'camera.{cam.name}.enabled'] = enabled
+                figures.update({f'camera.{cam.name}.{k}': v for k, v in (overrides or {}).items()})
         failed = runtime.get('failed_updates', 0)
         if failed > self._failed_updates:
             # Background loads (new backend/checkpoint) fail off this thread: say so here.

@@ -37,6 +37,7 @@ from adaqual_ros.runtime.settings import (
     MAX_RESIDUAL_GUIDE,
     MAX_SKIP_MARGIN,
     QUALITY_BACKENDS,
+    STREAM_SETTINGS,
     WHOLE_FRAME_HYSTERESIS,
     CacheSettings,
     RestorerSettings,
@@ -291,7 +292,7 @@ class Restorer:
         return self._runtime.backend.name
 
     def restore(self, frame, stream_id='default', color_order='rgb', quality_map=None,
-                stamp=None):
+                stamp=None, overrides=None):
         """
         Restore one frame.
 
@@ -307,6 +308,9 @@ class Restorer:
                 time, a message's header stamp). The quality cache then ages its maps by the
                 stream's own time instead of the wall clock, so an offline run reuses maps the
                 same way however fast the machine is (default: the wall clock, as live).
+            overrides (`dict`, *optional*): values of STREAM_SETTINGS (which cells are
+                restored) for this frame only, e.g. one camera's own skip_threshold; the rest of
+                the settings stay the runtime's. ValueError when a name or value is invalid.
 
         Returns:
             `RestoreResult`.
@@ -318,7 +322,7 @@ class Restorer:
         """
         start = time.perf_counter()
         runtime = self._runtime  # one consistent snapshot for the whole frame
-        settings = runtime.settings
+        settings = _with_overrides(runtime.settings, overrides)
         timings = dict.fromkeys(STAGES, 0.0)
         frame = _check_frame(frame, color_order)
         height, width = frame.shape[:2]
@@ -715,6 +719,15 @@ def _changed(a, b, names):
 def _same_backend(a, b):
     """Whether settings ``a`` and ``b`` use the same backend object."""
     return not _changed(a, b, _BACKEND_SETTINGS)
+
+
+def _with_overrides(settings, overrides):
+    if not overrides:
+        return settings
+    unknown = sorted(set(overrides) - set(STREAM_SETTINGS))
+    if unknown:
+        raise ValueError(f'cannot override {unknown} per frame; only {list(STREAM_SETTINGS)}')
+    return validate_settings(settings.with_changes(**overrides))
 
 
 def _tile_size(tile_size, cell):

@@ -28,6 +28,10 @@ MAX_SKIP_MARGIN = 8  # cells: beyond this nothing but a fully clean frame would 
 WHOLE_FRAME_HYSTERESIS = 0.1
 MAX_RESIDUAL_GUIDE = 64  # px: beyond a quality cell's size the filter only blurs the residual
 
+# The settings a caller may change frame by frame (`Restorer.restore(overrides=...)`, e.g. per
+# camera of one node): which cells of a frame are restored. Everything else is the runtime's.
+STREAM_SETTINGS = ('skip_threshold', 'skip_margin', 'whole_frame_share')
+
 AUTO_TILE = -1
 # Measured with `adaqual bench`: on the 2-core CPU 256 px tiles beat 128 px tiles on half-clean
 # frames (tiles confine the work to the degraded part); on a GPU one whole-frame window was 3-6x

@@ -123,6 +123,12 @@ def test_graph_file_checks_and_overrides(tmp_path):
     # The two-camera graph remaps front/ and rear/ in its file: one topic cannot retarget it.
     with pytest.raises(GraphError, match='no node of this graph reads image_raw'):
         pipeline_graph.retarget_image(load_graph(CAMERAS_GRAPH), '/cam/image_raw')
+    # Per-camera rows of the restoration node: declared for the cameras it serves, no others.
+    assert check_graph(load_graph(CAMERAS_GRAPH, overrides={'restoration': {
+        'camera.rear.enabled': False, 'camera.front.skip_threshold': 3.5}})) == []
+    assert check_graph(load_graph(CAMERAS_GRAPH, overrides={'restoration': {
+        'camera.back.enabled': False}})) == [
+        "node restoration: camera.back.enabled names no camera of cameras='front,rear'"]
     assert pipeline_graph.parse_overrides(['restoration.steps=3', "a.b='7'", 'a.c=']) == {
         'restoration': {'steps': 3}, 'a': {'b': '7', 'c': ''}}
     with pytest.raises(GraphError, match='NODE.PARAM=VALUE'):

@@ -60,6 +60,37 @@ def test_params_file_check_reports_unknown_and_invalid(tmp_path):
     assert 'cache.max_age_s must be in [0.0, 60.0]' in problems
 
 
+
+def test_per_camera_rows_are_declared_per_name_and_checked_in_params_files(tmp_path):
+    specs = ros_params.spec_map(ros_params.camera_param_specs(['front', 'rear/left']))
+    assert set(specs) == {f'camera.{c}.{row.name}' for c in ('front', 'rear.left')
+                          for row in ros_params.CAMERA_PARAMS}
+    # At their defaults the rows inherit the node's values: no override.
+    values = {name: spec.default for name, spec in specs.items()}
+    assert ros_params.camera_overrides(values, 'rear/left') == {}
+    values.update({'camera.rear.left.skip_threshold': 3.5, 'camera.front.skip_margin': 0})
+    assert ros_params.camera_overrides(values, 'rear/left') == {'skip_threshold': 3.5}
+    assert ros_params.camera_overrides(values, 'front') == {'skip_margin': 0}
+    assert "must be 0 (the node's) or in [1.0, 5.0]" in specs[
+        'camera.front.skip_threshold'].validate(0.5)
+    assert 'must be in [-1, 8]' in specs['camera.front.skip_margin'].validate(9)
+    # Every row's override names a setting restore() accepts per frame.
+    from adaqual_ros.runtime.settings import STREAM_SETTINGS
+    assert {r.name for r in ros_params.CAMERA_PARAMS} - {'enabled'} == set(STREAM_SETTINGS)
+    path = tmp_path / 'cams.yaml'
+    path.write_text('/**/adaqual_restoration:\n  ros__parameters:\n    cameras: front,rear/left\n'
+                    '    camera:\n      front: {skip_threshold: 3.5, enabled: false}\n'
+                    '      rear: {left: {skip_margin: 1}}\n')
+    assert ros_params.check_params_file(path) == []
+    path.write_text('/**/adaqual_restoration:\n  ros__parameters:\n    cameras: front\n'
+                    '    camera:\n      frnt: {enabled: false}\n'
+                    '      front: {skip_threshold: 0.5, steps: 1}\n')
+    problems = '\n'.join(ros_params.check_params_file(path))
+    assert "camera.frnt.enabled names no camera of cameras='front'" in problems
+    assert "must be 0 (the node's)" in problems
+    assert "'camera.front.steps' is not declared" in problems
+    assert '`camera.NAME.skip_threshold`' in ros_params.render_markdown()
+
 def test_spec_validation_and_settings_mapping():
     table = ros_params.spec_map(ros_params.RESTORATION_PARAMS)
     assert table['steps'].validate(2) is None
@@ -423,6 +454,56 @@ def test_one_process_serves_several_cameras(spawn, probe_factory, foggy_rgb):
     assert proc.poll() is None, proc.log_path.read_text()
     assert_accounted(probe)
 
+
+@pytest.mark.ros
+def test_each_camera_of_a_node_has_its_own_enable_and_skip(spawn, probe_factory, foggy_rgb):
+    """camera.NAME.*: one camera passes through, another skips more; both change at run time."""
+    from fixtures.restoration_probe import image_msg
+    from sensor_msgs.msg import Image
+
+    from adaqual_ros.ros.conversions import imgmsg_to_cv2
+
+    ns = '/t_restore_camera_params'
+    # The node restores every cell (FAST: skip_threshold 5); front skips every cell (scores are
+    # >= 1) and rear is off.
+    proc = start_node(spawn, ns, 'cameras:=front,rear', 'camera.front.skip_threshold:=1.0',
+                      'camera.rear.enabled:=false')
+    probe = probe_factory(ns)
+    outs = {c: probe.record(f'{c}/restored/image_raw', Image) for c in ('front', 'rear')}
+    pubs = {c: probe.publisher(f'{c}/image_raw', Image) for c in ('front', 'rear')}
+    for pub in pubs.values():
+        probe.wait_matched(pub, 'reliable')
+    expected = expected_restoration(foggy_rgb).image
+    assert not np.array_equal(expected, foggy_rgb)
+
+    def round_trip(stamp):
+        for pub in pubs.values():
+            pub.publish(image_msg(foggy_rgb, 'rgb8', stamp))
+        return {cam: imgmsg_to_cv2(wait_output(probe, outs[cam], stamp)) for cam in pubs}
+
+    first = round_trip((1_700_000_300, 0))
+    assert np.array_equal(first['front'], foggy_rgb) and np.array_equal(first['rear'], foggy_rgb)
+    probe.wait_settled(2)
+    assert probe.figure('passed_through.disabled') == 1 and probe.figure('published') == 1
+    assert probe.figures()['camera.rear.enabled'] == 'false'
+    assert probe.figure('camera.front.skip_threshold') == 1.0
+    # A bad value is refused with its reason; the camera keeps its value.
+    (bad,) = probe.set_parameters(**{'camera.front.skip_threshold': 0.5})
+    assert not bad.successful and "must be 0 (the node's)" in bad.reason
+    results = probe.set_parameters(**{'camera.rear.enabled': True,
+                                      'camera.front.skip_threshold': 0.0})
+    assert all(r.successful for r in results), results
+    second = round_trip((1_700_000_301, 0))
+    for cam in pubs:  # both on the node's values now: every cell restored
+        np.testing.assert_array_equal(second[cam], expected)
+    # The node's enabled still switches every camera off.
+    assert probe.set_parameters(enabled=False)[0].successful
+    third = round_trip((1_700_000_302, 0))
+    assert all(np.array_equal(third[cam], foggy_rgb) for cam in pubs)
+    probe.wait_settled(6)
+    assert probe.figure('parameter_rejections') == 1
+    assert proc.poll() is None, proc.log_path.read_text()
+    assert_accounted(probe)
 
 @pytest.mark.ros
 def test_the_quality_cache_ages_maps_by_header_stamps(spawn, probe_factory, foggy_rgb):

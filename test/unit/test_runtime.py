@@ -346,6 +346,24 @@ def test_skip_margin_restores_a_lone_clean_read_inside_degraded_cells(pipe):
         Restorer(settings(backend='passthrough', skip_margin=9))
 
 
+def test_per_frame_overrides_change_which_cells_are_restored_and_nothing_else():
+    """restore(overrides=...) is one camera's own skip rule; the runtime's settings stay."""
+    h, w = 192, 192
+    frame = haze(scene(h, w), t=0.3)
+    qmap = qmap_for(h, w, score=3.0)  # every cell at 3.0
+    restorer = Restorer(settings(backend='classical'))
+    base = restorer.restore(frame, 'a', quality_map=qmap)
+    assert base.skipped_fraction == 0 and not np.array_equal(base.image, frame)
+    skipped = restorer.restore(frame, 'b', quality_map=qmap, overrides={'skip_threshold': 2.5})
+    assert skipped.skipped_fraction == 1 and np.array_equal(skipped.image, frame)
+    again = restorer.restore(frame, 'a', quality_map=qmap)  # the next frame: the node's again
+    assert np.array_equal(again.image, base.image)
+    assert restorer.active_settings.skip_threshold == 4.0
+    with pytest.raises(ValueError, match=r"cannot override \['steps'\]"):
+        restorer.restore(frame, quality_map=qmap, overrides={'steps': 1})
+    with pytest.raises(ValueError, match='skip_margin'):
+        restorer.restore(frame, quality_map=qmap, overrides={'skip_margin': -1})
+
 def test_tiled_and_untiled_agree(pipe):
     h, w = 192, 256
     frame = haze(scene(h, w, seed=3))
