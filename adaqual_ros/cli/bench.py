@@ -552,6 +552,9 @@ def _print_summary(report, path):
         parts = [f'{k}={v:.3f}' for k, v in d.items()
                  if isinstance(v, float) and k.split('_cpu')[0] in (
                      'clean_over_degraded', 'adaptive_speedup', 'cache_speedup')]
+        if d.get('half_clean_processed_fraction') is not None:
+            # the share of the half-clean frame the network ran on: what the speed-up follows
+            parts.append(f'half_clean_run={d["half_clean_processed_fraction"]:.2f}')
         print(f'{d["resolution"]:>10} {d["backend"]:>11}  ' + '  '.join(parts))
     for rec in report['records']:
         if 'gflops_per_frame' in rec:

@@ -39,6 +39,8 @@ def test_bench_writes_the_contract_json(tmp_path, capsys):
     assert 'untrained' in report['model']
     out = capsys.readouterr().out
     assert 'ms/frame' in out and 'bench.json' in out
+    run = report['ratio_details'][0]['half_clean_processed_fraction']
+    assert f'half_clean_run={run:.2f}' in out
 
 
 def test_bench_profile_writes_the_op_tables(tmp_path):
