@@ -603,7 +603,7 @@ def unknown_cameras(values):
     if 'cameras' not in values:  # set elsewhere (another params file): nothing to hold against
         return []
     names = {camera_param_name(cam, '') for cam in parse_cameras(str(values['cameras']))}
-    return [f'{key} names no camera of cameras={values.get("cameras", "")!r}'
+    return [f'{key} names no camera of cameras={values["cameras"]!r}'
             for key in values if key.startswith('camera.') and
             key.rsplit('.', 1)[0] + '.' not in names]
 
