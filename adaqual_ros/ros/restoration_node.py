@@ -55,6 +55,7 @@ from adaqual_ros.ros.params import (
     camera_param_specs,
     parse_cameras,
     settings_from_params,
+    unknown_cameras,
 )
 from adaqual_ros.ros.qos import publisher_qos, subscriber_qos
 from adaqual_ros.runtime import InvalidFrameError, Restorer
@@ -93,6 +94,7 @@ class RestorationNode(Node):
         # Per-camera rows exist only with `cameras` (a single camera has the node's own).
         self.camera_params = ParamBinding(self, camera_param_specs(names),
                                           on_change=self._on_camera_params)
+        self._warn_unknown_cameras()
         self._cameras = [Camera(self, name, self._on_image, _INPUT_DEPTH)
                          for name in names or ['']]
         # A Restorer that cannot start (missing checkpoint without fallback...) is fatal: the
@@ -159,6 +161,16 @@ class RestorationNode(Node):
         if 'input_compressed' in changed and self._cameras[0].input.active:
             self._subscribe_image()
         self.get_logger().info(f'parameters changed: {changed}')
+
+    def _warn_unknown_cameras(self):
+        # rclpy drops start-up values of parameters a node never declares: a misspelt camera
+        # in `-p camera.NAME.enabled:=false` would otherwise do nothing without a word. The
+        # start-up values are only kept in a private attribute (absent: no warning).
+        given = getattr(self, '_parameter_overrides', None) or {}
+        values = {name: None for name in given if name.startswith('camera.')}
+        values['cameras'] = self.params['cameras']
+        for problem in unknown_cameras(values):
+            self.get_logger().warning(f'{problem}: ignored')
 
     def _on_camera_params(self, changed):
         self.get_logger().info(f'camera parameters changed: {changed}')

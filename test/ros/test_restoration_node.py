@@ -467,7 +467,7 @@ def test_each_camera_of_a_node_has_its_own_enable_and_skip(spawn, probe_factory,
     # The node restores every cell (FAST: skip_threshold 5); front skips every cell (scores are
     # >= 1) and rear is off.
     proc = start_node(spawn, ns, 'cameras:=front,rear', 'camera.front.skip_threshold:=1.0',
-                      'camera.rear.enabled:=false')
+                      'camera.rear.enabled:=false', 'camera.raer.enabled:=false')
     probe = probe_factory(ns)
     outs = {c: probe.record(f'{c}/restored/image_raw', Image) for c in ('front', 'rear')}
     pubs = {c: probe.publisher(f'{c}/image_raw', Image) for c in ('front', 'rear')}
@@ -503,6 +503,9 @@ def test_each_camera_of_a_node_has_its_own_enable_and_skip(spawn, probe_factory,
     probe.wait_settled(6)
     assert probe.figure('parameter_rejections') == 1
     assert proc.poll() is None, proc.log_path.read_text()
+    # A misspelt camera is not declared, so rclpy drops its value: the node says so.
+    assert "camera.raer.enabled names no camera of cameras='front,rear': ignored" in \
+        proc.log_path.read_text()
     assert_accounted(probe)
 
 @pytest.mark.ros
