@@ -4,8 +4,10 @@ The restoration node alone, e.g.
 
 Needs `launch` and `launch_ros` (a system ROS 2 install). Parameters come from a params YAML
 (default: the package's config/params.yaml, generated from adaqual_ros/ros/params.py, whose
-`/**/adaqual_restoration` section applies in any namespace); `backend` and `device`, when given,
-override it. Without `ros2 launch`, start the same node with
+`/**/adaqual_restoration` section applies in any namespace); `backend`, `device` and `cameras`,
+when given, override it. With `cameras:=front,rear` the node reads `front/image_raw`,
+`rear/image_raw`, ... under its namespace (the `image` and `camera_info` remaps are for a
+single camera). Without `ros2 launch`, start the same node with
 `restoration_node --ros-args --params-file config/params.yaml -r image_raw:=/cam/image_raw`
 (or the whole graph with `adaqual pipeline --params config/pipeline.yaml`).
 """
@@ -24,7 +26,7 @@ def _node(context):
 
     # Only arguments actually given override the params file (an empty default would otherwise
     # silently replace what the file says).
-    overrides = {key: arg(key) for key in ('backend', 'device') if arg(key)}
+    overrides = {key: arg(key) for key in ('backend', 'device', 'cameras') if arg(key)}
     image = arg('image')
     return [Node(
         package='adaqual_ros',
@@ -57,6 +59,9 @@ def generate_launch_description():
                                           'params file)'),
         DeclareLaunchArgument('device', default_value='',
                               description='auto | cpu | cuda | cuda:N (empty: the params file)'),
+        DeclareLaunchArgument('cameras', default_value='',
+                              description='Several cameras from one node, e.g. front,rear '
+                                          '(empty: one camera on image_raw)'),
         DeclareLaunchArgument('log_level', default_value='info',
                               description='ROS log level of the node'),
     ]
