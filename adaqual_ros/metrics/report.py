@@ -66,6 +66,27 @@ def summary_table(results):
     return '\n'.join(lines)
 
 
+def agreement_section(agreement):
+    """report.md lines for `AgreementAccumulator.compute()`."""
+    a = agreement
+    lines = ['## Raw vs restored on the same frames (no reference needed)', '',
+             f'Detections at confidence {_fmt(a["conf"])} or more; the same object = same class '
+             f'and IoU {_fmt(a["iou"])} or more. More objects after restoration is not proof of '
+             'better detection: some may be false.', '',
+             '| objects | frames | raw | restored | both | only restored | only raw | '
+             'mean conf of both, raw → restored |',
+             '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |']
+
+    def row(name, c, conf=''):
+        return (f'| {name} | {a["images"]} | {c["raw_objects"]} | {c["restored_objects"]} | '
+                f'{c["matched"]} | {c["only_restored"]} | {c["only_raw"]} | {conf} |')
+    conf = (f'{_fmt(a["matched_conf_raw"])} → {_fmt(a["matched_conf_restored"])}'
+            if a['matched_conf_raw'] is not None else '–')
+    lines.append(row('all', a, conf))
+    lines += [row(name, c) for name, c in a['per_class'].items()]
+    return lines + ['']
+
+
 def _per_class_table(results):
     classes = sorted({c for r in results.values() for c in r.get('per_class', {})})
     if not classes:
@@ -203,7 +224,8 @@ def save_frame_strip(path, rows, **kwargs):
 
 
 def write_report(out_dir, results, title='Detection before/after restoration', meta=None,
-                 groups=None, latency_ms=None, extra=None, plots=True, figures=None):
+                 groups=None, latency_ms=None, extra=None, plots=True, figures=None,
+                 agreement=None):
     """
     Write report.json, report.md and (with `plots`) PNG charts into `out_dir`.
 
@@ -218,6 +240,8 @@ def write_report(out_dir, results, title='Detection before/after restoration', m
         plots (`bool`, *optional*, defaults to True): also write PNG charts.
         figures (`dict[str, Path]`, *optional*): more pictures already in `out_dir` (e.g. a
             `save_frame_strip` PNG) to list in report.md and report.json.
+        agreement (`dict`, *optional*): raw vs restored without a reference
+            (`AgreementAccumulator.compute()`).
 
     Returns:
         `dict[str, Path]`: the files written ('json', 'md', and one key per plot).
@@ -233,6 +257,8 @@ def write_report(out_dir, results, title='Detection before/after restoration', m
     doc = {'title': title, 'meta': meta, 'results': results}
     if groups:
         doc['groups'] = groups
+    if agreement is not None:
+        doc['agreement'] = agreement
     if latency:
         doc['latency_ms'] = latency
     doc.update(extra or {})
@@ -264,6 +290,8 @@ def write_report(out_dir, results, title='Detection before/after restoration', m
         for cond, rows in groups.items():
             md += ['', f'### {cond}', '', summary_table(rows)]
         md.append('')
+    if agreement is not None:
+        md += agreement_section(agreement)
     if latency:
         md += ['## Latency (ms)', '', '| run | frames | mean | p50 | p95 | max |',
                '| --- | ---: | ---: | ---: | ---: | ---: |']

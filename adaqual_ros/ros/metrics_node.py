@@ -10,6 +10,11 @@ Topics and services (relative names):
 - service `write_report` (std_srvs/Trigger): write report.json + report.md (+ plots) now;
   the report is also written on shutdown (`report_on_shutdown`).
 
+Accuracy needs the reference. Raw vs restored agreement does not: every stamp with both
+detections also adds to an `AgreementAccumulator` (objects both streams see, only restored,
+only raw, their confidence), so a robot's own camera, with no labels and no clean frames, still
+gets numbers on what restoration changes for its detector.
+
 Messages are paired by exact header stamp (what message_filters.TimeSynchronizer does) in a
 bounded buffer: a stamp still incomplete when `buffer_size` newer ones are waiting is evicted and
 counted. Each complete stamp adds one image to the raw and restored accumulators
@@ -28,6 +33,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from adaqual_ros.detection.yolo import Detections
+from adaqual_ros.metrics.agreement import AgreementAccumulator
 from adaqual_ros.metrics.detection import DetectionAccumulator, load_yolo_labels
 from adaqual_ros.metrics.report import latency_summary, write_report
 from adaqual_ros.ros.node_parts import run_node
@@ -96,13 +102,19 @@ class MetricsNode(Node):
 
     def __init__(self, node_name=NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
-        self.params = ParamBinding(self, METRICS_PARAMS)
+        self.params = ParamBinding(self, METRICS_PARAMS, rule=_check_streams)
         values = self.params.values
         self._lock = threading.Lock()
         self._rows = ['raw'] + (['restored'] if values['restored_topic'] else [])
         self._labels_dir = Path(values['labels_dir']) if values['labels_dir'] else None
         reference = 'info' if self._labels_dir else 'reference'
-        self._pairer = StampPairer((*self._rows, reference), values['buffer_size'])
+        # No labels and no reference topic (a robot's own camera): agreement only.
+        self._pairer = (StampPairer((*self._rows, reference), values['buffer_size'])
+                        if self._labels_dir or values['reference_topic'] else None)
+        # raw and restored alone: agreement needs no reference
+        self._agree_pairer = (StampPairer(self._rows, values['buffer_size'])
+                              if len(self._rows) == 2 else None)
+        self._agreement = AgreementAccumulator(conf=values['reference_conf'])
         self._names = {}
         self._acc = {row: DetectionAccumulator() for row in self._rows}
         self._latency = {row: [] for row in self._rows}
@@ -118,12 +130,15 @@ class MetricsNode(Node):
             self._subs.append(self.create_subscription(
                 String, values['frame_info_topic'], self._on_frame_info, qos))
             source = f'labels in {self._labels_dir}'
-        else:
+        elif self._pairer is not None:
             self._subs.append(self.create_subscription(
                 String, values['reference_topic'], lambda m: self._on_json('reference', m), qos))
             source = f'reference detections on {values["reference_topic"]}'
         self.create_service(Trigger, 'write_report', self._on_trigger)
-        self.get_logger().info(f'scoring {", ".join(self._rows)} against {source}')
+        if self._pairer is None:
+            self.get_logger().info('no reference: raw vs restored agreement only')
+        else:
+            self.get_logger().info(f'scoring {", ".join(self._rows)} against {source}')
 
     # ---- inputs --------------------------------------------------------------------------
 
@@ -155,9 +170,13 @@ class MetricsNode(Node):
 
     def _add(self, stream, stamp, item):
         with self._lock:
-            group = self._pairer.add(stream, stamp, item)
+            group = None if self._pairer is None else self._pairer.add(stream, stamp, item)
             if group is not None:
                 self._score(stamp, group)
+            if self._agree_pairer is not None and stream in self._rows:
+                pair = self._agree_pairer.add(stream, stamp, item)
+                if pair is not None:
+                    self._agreement.add(pair['raw'][0], pair['restored'][0])
 
     # ---- scoring -------------------------------------------------------------------------
 
@@ -199,29 +218,38 @@ class MetricsNode(Node):
             for row, acc in self._acc.items():
                 acc.names = dict(self._names)
                 out[row] = acc.compute()
-            pairing = {'paired': self._pairer.paired, 'evicted': self._pairer.evicted,
-                       'pending': self._pairer.pending, 'duplicates': self._pairer.duplicates,
+            pairer = self._pairer or StampPairer(self._rows, 1)  # no reference: nothing paired
+            pairing = {'paired': pairer.paired, 'evicted': pairer.evicted,
+                       'pending': pairer.pending, 'duplicates': pairer.duplicates,
                        'bad_messages': self._errors}
             latency = {row: list(v) for row, v in self._latency.items()}
-        return out, pairing, latency
+            agreement = None
+            if self._agree_pairer is not None:
+                self._agreement.names = dict(self._names)
+                agreement = self._agreement.compute()
+        return out, pairing, latency, agreement
 
     def write(self):
         """Write the report; return (report.json path, results)."""
-        results, pairing, latency = self.results()
+        results, pairing, latency, agreement = self.results()
         values = self.params.values
         meta = {'node': self.get_fully_qualified_name(),
                 'reference': values['labels_dir'] or values['reference_topic'],
                 'raw_topic': values['raw_topic'], 'restored_topic': values['restored_topic'],
                 'reference_conf': values['reference_conf']}
+        if not pairing['paired']:
+            # Rows of zeros would read as a detector that finds nothing.
+            meta['accuracy'] = 'not scored: no frame had its reference (labels or clean frame)'
+            results = {}
         files = write_report(values['report_dir'], results,
                              title='Detection before/after restoration (ROS graph)', meta=meta,
                              latency_ms=latency, extra={'pairing': pairing},
-                             plots=values['plots'])
-        return files['json'], results, pairing, latency
+                             plots=values['plots'], agreement=agreement)
+        return files['json'], results, pairing, latency, agreement
 
     def _on_trigger(self, request, response):
         try:
-            path, results, pairing, latency = self.write()
+            path, results, pairing, latency, agreement = self.write()
         except Exception as exc:  # noqa: BLE001 - report the failure to the caller
             response.success = False
             response.message = f'cannot write the report: {exc!r}'
@@ -230,9 +258,11 @@ class MetricsNode(Node):
                                                        'mAP50-95')} | {'images': r['images']}
                    for row, r in results.items()}
         summary['latency_ms'] = {row: latency_summary(v) for row, v in latency.items()}
+        message = {'report': str(path), 'pairing': pairing, 'results': summary}
+        if agreement is not None:
+            message['agreement'] = {k: v for k, v in agreement.items() if k != 'per_class'}
         response.success = True
-        response.message = json.dumps({'report': str(path), 'pairing': pairing,
-                                       'results': summary})
+        response.message = json.dumps(message)
         return response
 
     def close(self):
@@ -242,6 +272,13 @@ class MetricsNode(Node):
                 print(f'metrics_node: report written to {path}', flush=True)
             except Exception as exc:  # noqa: BLE001 - shutting down anyway
                 print(f'metrics_node: cannot write the report: {exc!r}', file=sys.stderr)
+
+
+def _check_streams(values):
+    if not (values['labels_dir'] or values['reference_topic'] or values['restored_topic']):
+        return ('nothing to score: set restored_topic (raw vs restored agreement), or a '
+                'reference (reference_topic or labels_dir) for accuracy')
+    return None
 
 
 def main(args=None):

@@ -695,7 +695,9 @@ METRICS_PARAMS = (
     ParamSpec('restored_topic', 'restored/detections',
               'Detections (JSON) on the restored frames; empty = score raw only'),
     ParamSpec('reference_topic', 'clean/detections',
-              'Reference detections (JSON) on the clean frames; ignored when labels_dir is set'),
+              'Reference detections (JSON) on the clean frames; ignored when labels_dir is set; '
+              'empty = no reference (a camera without labels or clean frames: raw vs restored '
+              'agreement only)'),
     ParamSpec('labels_dir', '',
               'Folder of YOLO label files used as ground truth instead of reference_topic '
               '(matched by the frame name from frame_info_topic)',
@@ -703,7 +705,8 @@ METRICS_PARAMS = (
     ParamSpec('frame_info_topic', 'frame_info',
               "The player's per-frame JSON (stamp, index, file name) used to find labels"),
     ParamSpec('reference_conf', 0.25,
-              'Reference detections below this confidence are not counted as objects',
+              'Reference detections below this confidence are not counted as objects; the raw '
+              'vs restored agreement (no reference needed) counts detections from it up',
               (0.0, 1.0)),
     ParamSpec('buffer_size', 300, 'Most unpaired stamps kept while waiting for partners',
               (1, 100000)),

@@ -82,6 +82,16 @@ def test_stamp_pairer_is_bounded():
         pairer.add('other', 1, None)
 
 
+def test_metrics_node_needs_something_to_score():
+    pytest.importorskip('rclpy')
+    from adaqual_ros.ros.metrics_node import _check_streams
+
+    values = {'labels_dir': '', 'reference_topic': '', 'restored_topic': 'restored/detections'}
+    assert _check_streams(values) is None  # agreement only
+    assert 'nothing to score' in _check_streams(values | {'restored_topic': ''})
+    assert _check_streams(values | {'restored_topic': '', 'reference_topic': 'c'}) is None
+
+
 def test_player_source_reads_bags(tmp_path):
     pytest.importorskip('rclpy')
     from adaqual_ros.io.bags import BagWriter
@@ -291,10 +301,62 @@ def test_metrics_node_pairs_by_stamp_and_reports_on_trigger(spawn, probe_factory
         for key in ('precision', 'recall', 'mAP50', 'mAP50-95'):
             assert got[key] == pytest.approx(want[key], abs=1e-9), (name, key)
     assert doc['results']['restored']['mAP50'] > doc['results']['raw']['mAP50']
+    assert doc['agreement']['images'] == 30  # the raw-only stamps have no restored partner
     assert doc['latency_ms']['raw']['p50'] == pytest.approx(10.0)
     assert '| restored | 30 | 90 |' in (out / 'report.md').read_text()
     assert proc.poll() is None
 
+
+@pytest.mark.ros
+@pytest.mark.parametrize('reference', ["''", 'clean/detections'], ids=['none', 'silent'])
+def test_metrics_node_without_a_reference_reports_raw_vs_restored_agreement(
+        spawn, probe_factory, tmp_path, reference):
+    """A robot's camera: no labels, no clean frames; the report says what restoration changed.
+    Either no reference is configured, or the configured one never publishes."""
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    ns = '/t_metrics_field'
+    out = tmp_path / 'report'
+    proc = spawn('adaqual_ros.ros.metrics_node',
+                 *_args(ns, f'report_dir:={out}', 'plots:=false', f'reference_topic:={reference}'))
+    probe = probe_factory(ns, 'adaqual_metrics')
+    pubs = {name: probe.publisher(f'{name}/detections', String) for name in ('raw', 'restored')}
+    for pub in pubs.values():
+        probe.wait_matched(pub, timeout=60.0)
+    frames = 12
+    for i in range(frames):
+        stamp_ns = 1_700_000_500 * 10**9 + i * 10**8
+        # Three people both streams see (restored: 1 px off, more confident), a car only the
+        # restored frame shows, a person only the raw one does, and a weak box below 0.25.
+        people = np.array([[10, 10, 30, 60], [50, 10, 70, 60], [90, 10, 110, 60]], float)
+        raw = _fake(np.vstack([people, [[120, 70, 150, 110], [0, 70, 20, 110]]]),
+                    [0.5, 0.6, 0.4, 0.7, 0.2], [0, 0, 0, 0, 2])
+        restored = _fake(np.vstack([people + 1.0, [[40, 70, 80, 110]]]),
+                         [0.8, 0.7, 0.6, 0.9], [0, 0, 0, 2])
+        for name, dets in (('raw', raw), ('restored', restored)):
+            body = dets.to_dict() | {'stamp_ns': stamp_ns, 'published_ns': stamp_ns + 10**7}
+            pubs[name].publish(String(data=json.dumps(body)))
+    probe.spin_for(2.0)
+    response = probe.call(Trigger, 'write_report', Trigger.Request(), timeout=60.0)
+    assert response.success, response.message
+    doc = json.loads((out / 'report.json').read_text())
+    a = doc['agreement']
+    assert (a['images'], a['raw_objects'], a['restored_objects']) == (frames, 4 * frames,
+                                                                      4 * frames)
+    assert (a['matched'], a['only_restored'], a['only_raw']) == (3 * frames, frames, frames)
+    assert a['per_class']['car'] == {'raw_objects': 0, 'restored_objects': frames, 'matched': 0,
+                                     'only_raw': 0, 'only_restored': frames}
+    assert a['matched_conf_raw'] == pytest.approx(0.5, abs=1e-3)
+    assert a['matched_conf_restored'] == pytest.approx(0.7, abs=1e-3)
+    # No reference arrived: no accuracy rows (zeros would read as a blind detector).
+    assert doc['results'] == {} and 'not scored' in doc['meta']['accuracy']
+    assert json.loads(response.message)['agreement']['matched'] == 3 * frames
+    md = (out / 'report.md').read_text()
+    assert f'| all | {frames} | {4 * frames} | {4 * frames} | {3 * frames} |' in md
+    assert proc.poll() is None
+    if reference == "''":
+        assert 'agreement only' in proc.log_path.read_text()
 
 @pytest.mark.ros
 def test_player_publishes_weather_and_clean_frames_with_one_stamp(spawn, probe_factory, asset,

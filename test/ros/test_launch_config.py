@@ -263,10 +263,12 @@ def test_adaqual_pipeline_brings_the_graph_up_and_stops_on_sigint(spawn, ros_env
 def test_the_two_camera_graph_restores_and_detects_on_all_four_streams(spawn, ros_env, asset,
                                                                         tmp_path):
     """config/pipeline_cameras.yaml as shipped: each camera's frames come back restored and
-    detected on both of its streams, from two processes with one model each."""
+    detected on both of its streams, from two processes with one model each, and each camera's
+    metrics node reports raw vs restored agreement on the way down."""
     from fixtures.restoration_probe import Probe, find_stamp, image_msg
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
+    from std_srvs.srv import Trigger
 
     from adaqual_ros.io.video import read_image
 
@@ -278,7 +280,10 @@ def test_the_two_camera_graph_restores_and_detects_on_all_four_streams(spawn, ro
                  '--namespace', ns, '--detector', str(model), '--log-dir', str(tmp_path / 'logs'),
                  '--set', 'restoration.backend=classical',
                  '--set', 'restoration.quality_backend=classical',
-                 '--set', 'restoration.device=cpu', '--set', 'restoration.threads=1')
+                 '--set', 'restoration.device=cpu', '--set', 'restoration.threads=1',
+                 *(arg for cam in frames for arg in (
+                     '--set', f'metrics_{cam}.report_dir={tmp_path / cam}',
+                     '--set', f'metrics_{cam}.plots=false')))
     probe = Probe(ns)
     try:
         restored = {cam: probe.record(f'{cam}/restored/image_raw', Image) for cam in frames}
@@ -295,6 +300,10 @@ def test_the_two_camera_graph_restores_and_detects_on_all_four_streams(spawn, ro
         for pub in pubs.values():  # read by the restoration node and the detection node
             assert probe.spin_until(lambda p=pub: p.get_subscription_count() >= 2, 30.0), log()
             probe.wait_matched(pub, 'reliable', timeout=30.0)
+        for stream in dets:  # this probe and the camera's metrics node listen to each
+            topic = probe.topic(f'{stream}/detections')
+            assert probe.spin_until(lambda t=topic: probe.node.count_subscribers(t) >= 2,
+                                    30.0), (topic, log())
         sent = {cam: [] for cam in frames}
 
         def answered(cam, stamp):
@@ -316,13 +325,23 @@ def test_the_two_camera_graph_restores_and_detects_on_all_four_streams(spawn, ro
             for stream in (cam, f'{cam}/restored'):
                 body = _stamp_in(dets[stream], stamp)
                 assert body['image_size'] == list(rgb.shape[:2]) and body['model'] == model.name
+        # Each camera's metrics node has paired an answered frame (it may trail this probe).
+        for cam in frames:
+            def agreed(cam=cam):
+                reply = probe.call(Trigger, f'{cam}/write_report', Trigger.Request(), 30.0)
+                return reply.success and json.loads(reply.message)['agreement']['images'] >= 1
+            assert probe.spin_until(agreed, timeout=30.0), log()
     finally:
         probe.close()
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=45) == 0, log()
     text = proc.log_path.read_text()
     codes = dict(re.findall(r'(\w+) (-?\d+)', text.split('stopped: ', 1)[1].splitlines()[0]))
-    assert codes == {'restoration': '0', 'detection': '0'}, text[-2000:]
+    assert codes == {'restoration': '0', 'detection': '0', 'metrics_front': '0',
+                     'metrics_rear': '0'}, text[-2000:]
+    for cam in frames:  # no reference on a robot: agreement only, over the frames answered
+        doc = json.loads((tmp_path / cam / 'report.json').read_text())
+        assert doc['agreement']['images'] >= 1 and doc['results'] == {}, doc
 
 
 def _stamp_in(messages, stamp):

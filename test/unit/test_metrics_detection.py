@@ -254,3 +254,30 @@ def test_evaluate_passes_restorer_knobs(tmp_path):
     hazy = synthesize(rgb, 'haze', 0, severity=0.9).degraded
     assert not np.array_equal(seeded(hazy, 'cam')[0], default(hazy, 'cam')[0])
     assert np.array_equal(default(hazy, 'cam')[0], default(hazy, 'cam')[0])
+
+
+def test_agreement_matches_one_to_one_by_class_and_iou():
+    from adaqual_ros.detection.yolo import Detections
+    from adaqual_ros.metrics.agreement import AgreementAccumulator, match_pairs
+
+    # Two restored boxes on one raw box: one match, the better one; another class never matches.
+    raw = np.array([[0, 0, 10, 10]], float)
+    restored = np.array([[0, 0, 10, 9], [0, 0, 10, 10], [0, 0, 10, 10]], float)
+    assert match_pairs(raw, [0], restored, [0, 0, 2]) == [(0, 1)]
+    assert match_pairs(raw, [0], restored[2:], [2]) == []
+    # IoU 0.45 is below the 0.5 that makes two boxes the same object.
+    assert match_pairs(raw, [0], np.array([[0, 0, 10, 4.5]]), [0]) == []
+    assert match_pairs(raw, [0], np.zeros((0, 4)), []) == []
+    names = {0: 'person', 2: 'car'}
+    acc = AgreementAccumulator(conf=0.25, names=names)
+    acc.add(Detections(np.vstack([raw, [[20, 20, 30, 30]]]), [0.5, 0.1], [0, 0], names, (40, 40)),
+            Detections(restored, [0.6, 0.9, 0.3], [0, 0, 2], names, (40, 40)))
+    got = acc.compute()
+    # the 0.1 raw box is below conf; restored: two people (one matched) and a car
+    assert (got['raw_objects'], got['restored_objects'], got['matched']) == (1, 3, 1)
+    assert (got['only_raw'], got['only_restored']) == (0, 2)
+    assert got['matched_conf_raw'] == pytest.approx(0.5)
+    assert got['matched_conf_restored'] == pytest.approx(0.9)
+    assert got['per_class']['car']['only_restored'] == 1
+    empty = AgreementAccumulator().compute()
+    assert empty['images'] == 0 and empty['matched'] == 0 and empty['matched_conf_raw'] is None
