@@ -182,9 +182,12 @@ class Evaluation:
         detector (`Detector`): the detector (its names label the classes).
         rows (`list[Row]`): the rows to compare.
         batch (`int`): images per detector call.
+        agree_conf (`float`): confidence from which each restored row's detections are matched
+            to the raw row's on the same frame (agreement, no reference needed).
     """
 
-    def __init__(self, detector, rows, batch=8, strip=0):
+    def __init__(self, detector, rows, batch=8, strip=0, agree_conf=0.25):
+        from adaqual_ros.metrics.agreement import AgreementAccumulator
         from adaqual_ros.metrics.detection import DetectionAccumulator
 
         self._acc_type = DetectionAccumulator
@@ -199,6 +202,9 @@ class Evaluation:
         self._pending = []
         self.strip = int(strip)
         self.samples = []  # [[(caption, rgb with boxes)] per sampled frame], for the report
+        names = [r.name for r in rows]
+        self.agreement = ({n: AgreementAccumulator(agree_conf, names=detector.names)
+                           for n in names if n != 'raw'} if 'raw' in names else {})
 
     def add(self, rgb, gt_boxes, gt_classes, stream_id, group=None, stamp=None):
         """Restore `rgb` with every row and queue it for detection against the ground truth."""
@@ -220,6 +226,12 @@ class Evaluation:
         dets = self.detector.detect([p[2] for p in self._pending])
         self.detect_ms.append((time.perf_counter() - t0) * 1e3 / len(self._pending))
         self._sample(dets)
+        n = len(self.rows)  # pending items come frame by frame, one per row
+        for start in range(0, len(self._pending), n):
+            frame = {item[0]: d for item, d in zip(self._pending[start:start + n],
+                                                   dets[start:start + n])}
+            for name, acc in self.agreement.items():
+                acc.add(frame['raw'], frame[name])
         for (name, group, _, gb, gc), d in zip(self._pending, dets):
             self.pooled[name].add(d.boxes, d.scores, d.class_ids, gb, gc)
             if group is not None:
@@ -372,7 +384,8 @@ def run(args):
         print(f'adaqual evaluate: {exc}', file=sys.stderr)
         return 2
     strip = 0 if args.no_plots else max(0, args.strip)
-    evaluation = Evaluation(detector, rows, args.batch, strip=strip)
+    evaluation = Evaluation(detector, rows, args.batch, strip=strip,
+                            agree_conf=getattr(args, 'reference_conf', 0.25))
     meta = {'command': _command_line(args),
             'mode': args.mode, 'detector': str(path), 'conf': args.conf, 'iou': args.iou,
             'imgsz': args.imgsz, 'device': args.device,
@@ -413,6 +426,11 @@ def run(args):
             meta['reference'] = ('YOLO labels by frame order' if labels else
                                  f'detections on the clean frames (conf >= '
                                  f'{args.reference_conf})')
+            if not labels and conditions == ['clean']:
+                # A recording from real weather: its own frames are the "clean" reference, so
+                # raw scores itself; the agreement table is the measure there.
+                meta['reference'] += ('; no synthetic weather: the frames as recorded, so the '
+                                      'raw row scores itself (see the agreement table)')
             count = evaluate_frames(evaluation, frames, conditions, args.severity, args.seed,
                                     args.reference_conf, args.width, total, labels,
                                     args.dim_haze)
@@ -453,9 +471,10 @@ def run(args):
         from adaqual_ros.metrics.report import save_frame_strip
 
         figures['frames'] = save_frame_strip(Path(args.out) / 'frames.png', evaluation.samples)
+    agreement = {name: acc.compute() for name, acc in evaluation.agreement.items()}
     files = write_report(args.out, results, title=f'adaqual evaluate {args.mode}', meta=meta,
                          groups=groups or None, latency_ms=latency or None, extra=extra,
-                         plots=not args.no_plots, figures=figures)
+                         plots=not args.no_plots, figures=figures, agreement=agreement or None)
     print(summary_table(results))
     if groups:
         for cond, rows_ in groups.items():

@@ -66,24 +66,21 @@ def summary_table(results):
     return '\n'.join(lines)
 
 
-def agreement_section(agreement):
-    """report.md lines for `AgreementAccumulator.compute()`."""
-    a = agreement
+def agreement_section(agreements):
+    """report.md lines for {row: `AgreementAccumulator.compute()`} (each row against raw)."""
+    first = next(iter(agreements.values()))
     lines = ['## Raw vs restored on the same frames (no reference needed)', '',
-             f'Detections at confidence {_fmt(a["conf"])} or more; the same object = same class '
-             f'and IoU {_fmt(a["iou"])} or more. More objects after restoration is not proof of '
-             'better detection: some may be false.', '',
-             '| objects | frames | raw | restored | both | only restored | only raw | '
-             'mean conf of both, raw → restored |',
+             f'Detections at confidence {_fmt(first["conf"])} or more; the same object = same '
+             f'class and IoU {_fmt(first["iou"])} or more. More objects after restoration is not '
+             'proof of better detection: some may be false.', '',
+             '| restored by | frames | raw objects | restored objects | both | only restored | '
+             'only raw | mean conf of both, raw → restored |',
              '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |']
-
-    def row(name, c, conf=''):
-        return (f'| {name} | {a["images"]} | {c["raw_objects"]} | {c["restored_objects"]} | '
-                f'{c["matched"]} | {c["only_restored"]} | {c["only_raw"]} | {conf} |')
-    conf = (f'{_fmt(a["matched_conf_raw"])} → {_fmt(a["matched_conf_restored"])}'
-            if a['matched_conf_raw'] is not None else '–')
-    lines.append(row('all', a, conf))
-    lines += [row(name, c) for name, c in a['per_class'].items()]
+    for name, a in agreements.items():
+        conf = (f'{_fmt(a["matched_conf_raw"])} → {_fmt(a["matched_conf_restored"])}'
+                if a['matched_conf_raw'] is not None else '–')
+        lines.append(f'| {name} | {a["images"]} | {a["raw_objects"]} | {a["restored_objects"]} '
+                     f'| {a["matched"]} | {a["only_restored"]} | {a["only_raw"]} | {conf} |')
     return lines + ['']
 
 
@@ -240,8 +237,8 @@ def write_report(out_dir, results, title='Detection before/after restoration', m
         plots (`bool`, *optional*, defaults to True): also write PNG charts.
         figures (`dict[str, Path]`, *optional*): more pictures already in `out_dir` (e.g. a
             `save_frame_strip` PNG) to list in report.md and report.json.
-        agreement (`dict`, *optional*): raw vs restored without a reference
-            (`AgreementAccumulator.compute()`).
+        agreement (`dict`, *optional*): {restored row: `AgreementAccumulator.compute()`}, each
+            row's detections against the raw frames' (no reference needed).
 
     Returns:
         `dict[str, Path]`: the files written ('json', 'md', and one key per plot).

@@ -244,7 +244,8 @@ class MetricsNode(Node):
         files = write_report(values['report_dir'], results,
                              title='Detection before/after restoration (ROS graph)', meta=meta,
                              latency_ms=latency, extra={'pairing': pairing},
-                             plots=values['plots'], agreement=agreement)
+                             plots=values['plots'],
+                             agreement=None if agreement is None else {'restored': agreement})
         return files['json'], results, pairing, latency, agreement
 
     def _on_trigger(self, request, response):

@@ -301,7 +301,8 @@ def test_metrics_node_pairs_by_stamp_and_reports_on_trigger(spawn, probe_factory
         for key in ('precision', 'recall', 'mAP50', 'mAP50-95'):
             assert got[key] == pytest.approx(want[key], abs=1e-9), (name, key)
     assert doc['results']['restored']['mAP50'] > doc['results']['raw']['mAP50']
-    assert doc['agreement']['images'] == 30  # the raw-only stamps have no restored partner
+    # the raw-only stamps have no restored partner
+    assert doc['agreement']['restored']['images'] == 30
     assert doc['latency_ms']['raw']['p50'] == pytest.approx(10.0)
     assert '| restored | 30 | 90 |' in (out / 'report.md').read_text()
     assert proc.poll() is None
@@ -341,7 +342,7 @@ def test_metrics_node_without_a_reference_reports_raw_vs_restored_agreement(
     response = probe.call(Trigger, 'write_report', Trigger.Request(), timeout=60.0)
     assert response.success, response.message
     doc = json.loads((out / 'report.json').read_text())
-    a = doc['agreement']
+    a = doc['agreement']['restored']
     assert (a['images'], a['raw_objects'], a['restored_objects']) == (frames, 4 * frames,
                                                                       4 * frames)
     assert (a['matched'], a['only_restored'], a['only_raw']) == (3 * frames, frames, frames)
@@ -353,7 +354,7 @@ def test_metrics_node_without_a_reference_reports_raw_vs_restored_agreement(
     assert doc['results'] == {} and 'not scored' in doc['meta']['accuracy']
     assert json.loads(response.message)['agreement']['matched'] == 3 * frames
     md = (out / 'report.md').read_text()
-    assert f'| all | {frames} | {4 * frames} | {4 * frames} | {3 * frames} |' in md
+    assert f'| restored | {frames} | {4 * frames} | {4 * frames} | {3 * frames} |' in md
     assert proc.poll() is None
     if reference == "''":
         assert 'agreement only' in proc.log_path.read_text()

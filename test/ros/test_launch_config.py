@@ -341,7 +341,7 @@ def test_the_two_camera_graph_restores_and_detects_on_all_four_streams(spawn, ro
                      'metrics_rear': '0'}, text[-2000:]
     for cam in frames:  # no reference on a robot: agreement only, over the frames answered
         doc = json.loads((tmp_path / cam / 'report.json').read_text())
-        assert doc['agreement']['images'] >= 1 and doc['results'] == {}, doc
+        assert doc['agreement']['restored']['images'] >= 1 and doc['results'] == {}, doc
 
 
 def _stamp_in(messages, stamp):

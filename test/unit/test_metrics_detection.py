@@ -204,6 +204,9 @@ def test_evaluate_video_and_bag_against_clean_frames(asset, tmp_path):
     assert clean['instances'] > 0 and clean['operating_point']['recall'] == 1.0
     assert haze['operating_point']['recall'] < 1.0  # heavy haze loses objects
     assert set(doc['recall_recovered']) == {'pooled', 'haze', 'clean'}
+    # Each restored row against the raw frames' detections, frame by frame (no reference).
+    agreement = doc['agreement']
+    assert set(agreement) == {'clahe', 'classical'} and agreement['clahe']['images'] == 4
     assert not (tmp_path / 'v' / 'frames.png').exists()  # --no-plots: no pictures at all
     # Dusk/night fog: the same frames and haze field under a dim airlight; bad values exit 2.
     assert adaqual(['evaluate', 'video', '--video', str(video), '--condition', 'haze',
@@ -228,6 +231,15 @@ def test_evaluate_video_and_bag_against_clean_frames(asset, tmp_path):
     doc = json.loads((tmp_path / 'b' / 'report.json').read_text())
     assert doc['meta']['topic'] == '/cam/image_raw/compressed' and doc['meta']['frames'] == 2
     assert doc['results']['raw']['images'] == 2 and 'clahe' in doc['results']
+    # A bag from real weather, no labels: what restoration changes for the detector. A row that
+    # changes nothing agrees with raw on every object, at the same confidence.
+    assert adaqual(['evaluate', 'bag', '--bag', str(bag), '--out', str(tmp_path / 'a'),
+                    '--detector', detector, '--backends', 'raw,passthrough', '--no-plots']) == 0
+    same = json.loads((tmp_path / 'a' / 'report.json').read_text())['agreement']['passthrough']
+    assert same['images'] == 2 and same['matched'] == same['raw_objects'] > 0
+    assert same['only_raw'] == same['only_restored'] == 0
+    assert same['matched_conf_raw'] == pytest.approx(same['matched_conf_restored'])
+    assert '| passthrough | 2 |' in (tmp_path / 'a' / 'report.md').read_text()
 
 
 def test_evaluate_passes_restorer_knobs(tmp_path):
