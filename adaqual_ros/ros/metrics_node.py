@@ -177,6 +177,7 @@ class MetricsNode(Node):
                 pair = self._agree_pairer.add(stream, stamp, item)
                 if pair is not None:
                     self._agreement.add(pair['raw'][0], pair['restored'][0])
+                    self._record_latency(stamp, pair)
 
     # ---- scoring -------------------------------------------------------------------------
 
@@ -206,8 +207,14 @@ class MetricsNode(Node):
             keep = ref.scores >= self.params['reference_conf']
             gt_boxes, gt_classes = ref.boxes[keep], ref.class_ids[keep]
         for row in self._rows:
-            dets, published_ns = group[row]
+            dets = group[row][0]
             self._acc[row].add(dets.boxes, dets.scores, dets.class_ids, gt_boxes, gt_classes)
+        if self._agree_pairer is None:  # raw only; else every raw+restored pair counts
+            self._record_latency(stamp, group)
+
+    def _record_latency(self, stamp, group):
+        for row in self._rows:
+            published_ns = group[row][1]
             if published_ns:
                 self._latency[row].append((int(published_ns) - stamp) / 1e6)
 
@@ -218,10 +225,10 @@ class MetricsNode(Node):
             for row, acc in self._acc.items():
                 acc.names = dict(self._names)
                 out[row] = acc.compute()
-            pairer = self._pairer or StampPairer(self._rows, 1)  # no reference: nothing paired
-            pairing = {'paired': pairer.paired, 'evicted': pairer.evicted,
-                       'pending': pairer.pending, 'duplicates': pairer.duplicates,
-                       'bad_messages': self._errors}
+            pairer = self._pairer
+            pairing = {key: getattr(pairer, key) if pairer is not None else 0  # no reference
+                       for key in ('paired', 'evicted', 'pending', 'duplicates')}
+            pairing['bad_messages'] = self._errors
             latency = {row: list(v) for row, v in self._latency.items()}
             agreement = None
             if self._agree_pairer is not None:
@@ -230,7 +237,7 @@ class MetricsNode(Node):
         return out, pairing, latency, agreement
 
     def write(self):
-        """Write the report; return (report.json path, results)."""
+        """Write the report; return (report.json path, results, pairing, latency, agreement)."""
         results, pairing, latency, agreement = self.results()
         values = self.params.values
         meta = {'node': self.get_fully_qualified_name(),

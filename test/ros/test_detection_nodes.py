@@ -353,6 +353,7 @@ def test_metrics_node_without_a_reference_reports_raw_vs_restored_agreement(
     # No reference arrived: no accuracy rows (zeros would read as a blind detector).
     assert doc['results'] == {} and 'not scored' in doc['meta']['accuracy']
     assert json.loads(response.message)['agreement']['matched'] == 3 * frames
+    assert doc['latency_ms']['restored']['p50'] == pytest.approx(10.0)  # published - stamp
     md = (out / 'report.md').read_text()
     assert f'| restored | {frames} | {4 * frames} | {4 * frames} | {3 * frames} |' in md
     assert proc.poll() is None
