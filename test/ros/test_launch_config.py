@@ -248,10 +248,7 @@ def test_adaqual_pipeline_brings_the_graph_up_and_stops_on_sigint(spawn, ros_env
         probe.close()
     pids = _pids(proc.log_path.read_text())
     assert len(pids) == 4
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=45) == 0, log()
-    text = proc.log_path.read_text()
-    codes = dict(re.findall(r'(\w+) (-?\d+)', text.split('stopped: ', 1)[1].splitlines()[0]))
+    codes, text = _interrupt(proc)
     assert codes == {'restoration': '0', 'detect_raw': '0', 'detect_restored': '0',
                      'metrics': '0'}, text[-2000:]
     assert not [pid for pid in pids if _alive(pid)], 'node processes left behind'
@@ -333,15 +330,25 @@ def test_the_two_camera_graph_restores_and_detects_on_all_four_streams(spawn, ro
             assert probe.spin_until(agreed, timeout=30.0), log()
     finally:
         probe.close()
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=45) == 0, log()
-    text = proc.log_path.read_text()
-    codes = dict(re.findall(r'(\w+) (-?\d+)', text.split('stopped: ', 1)[1].splitlines()[0]))
+    codes, text = _interrupt(proc)
     assert codes == {'restoration': '0', 'detection': '0', 'metrics_front': '0',
                      'metrics_rear': '0'}, text[-2000:]
     for cam in frames:  # no reference on a robot: agreement only, over the frames answered
         doc = json.loads((tmp_path / cam / 'report.json').read_text())
         assert doc['agreement']['restored']['images'] >= 1 and doc['results'] == {}, doc
+
+
+def _exit_codes(text):
+    """{node key: exit code} from the 'stopped: ...' line `adaqual pipeline` prints."""
+    return dict(re.findall(r'(\w+) (-?\d+)', text.split('stopped: ', 1)[1].splitlines()[0]))
+
+
+def _interrupt(proc):
+    """Ctrl-C an `adaqual pipeline` process; it must exit 0. Returns (exit codes, its log)."""
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=45) == 0, proc.log_path.read_text()[-3000:]
+    text = proc.log_path.read_text()
+    return _exit_codes(text), text
 
 
 def _stamp_in(messages, stamp):
@@ -379,7 +386,7 @@ def test_adaqual_pipeline_stops_the_graph_when_a_node_dies(spawn, tmp_path):
     assert proc.wait(timeout=120) == 1
     text = proc.log_path.read_text()
     assert 'node detect exited with code 1' in text, text
-    codes = dict(re.findall(r'(\w+) (-?\d+)', text.split('stopped: ', 1)[1].splitlines()[0]))
+    codes = _exit_codes(text)
     # The detector dies at once; metrics may still be importing then, and a SIGINT before rclpy
     # installs its handler ends it by the signal (-2), which the pipeline counts as a stop too.
     assert codes['detect'] == '1' and codes['metrics'] in ('0', '-2'), text
