@@ -556,6 +556,14 @@ def write_demo_report(out_dir, summary, strip=None, meta=None, extra=None, plots
                  f'{pairing.get("pending")} stamps stay unpaired there: the clean pass has no '
                  'clean/image_raw, and frames the graph dropped miss a partner. Its report: '
                  f'`{node.get("report")}`.', '']
+        a = node.get('agreement')
+        if a and a.get('images'):
+            # what a camera without a reference would see (README: numbers from your own camera)
+            more += [f'Raw vs restored on the same {a["images"]} frames (no reference needed; '
+                     f'confidence {a["conf"]:g} or more): {a["raw_objects"]} objects raw, '
+                     f'{a["restored_objects"]} restored, {a["matched"]} in both, '
+                     f'{a["only_restored"]} only after restoration, {a["only_raw"]} lost by it.',
+                     '']
     for key in ('plot_restoration', 'plot_strip'):
         if key in files:
             more += [f'![{files[key].stem}]({files[key].name})', '']

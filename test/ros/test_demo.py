@@ -86,6 +86,11 @@ def test_demo_graph_with_detector_writes_a_complete_report(ros_env, asset, tmp_p
         for key in ('precision', 'recall', 'mAP50', 'mAP50-95'):
             assert node[row][key] == pytest.approx(mine[row][key], abs=1e-4), (row, key)
     assert (out / 'metrics_node' / 'report.json').is_file()
+    # Agreement needs no reference: the clean pass counts there too.
+    agreement = report['metrics_node']['agreement']
+    assert agreement['images'] > node['raw']['images']
+    assert f'Raw vs restored on the same {agreement["images"]} frames' in \
+        (out / 'report.md').read_text()
     for name in ('mAP50_per_condition.png', 'recall_per_condition.png', 'metrics.png'):
         assert (out / name).stat().st_size > 1000, name
 
