@@ -362,7 +362,7 @@ def run(args):
     import torch
 
     from adaqual_ros.detection.yolo import NO_DETECTOR_MESSAGE, Detector, find_detector
-    from adaqual_ros.metrics.report import summary_table, write_report
+    from adaqual_ros.metrics.report import agreement_section, summary_table, write_report
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -479,6 +479,8 @@ def run(args):
     if groups:
         for cond, rows_ in groups.items():
             print(f'\n{cond}:\n{summary_table(rows_)}')
+    if agreement:  # the measure of a recording without labels: on the console too
+        print('\n' + '\n'.join(agreement_section(agreement)[2:]).rstrip())
     print(f'\nreport: {files["json"]} and {files["md"]}')
     return 0
 

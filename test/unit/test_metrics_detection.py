@@ -182,7 +182,7 @@ def test_dawn_fog_dev_raw_map50_reproduces_reference(asset, tmp_path):
     assert raw['mAP50'] == pytest.approx(0.309, abs=0.002)
 
 
-def test_evaluate_video_and_bag_against_clean_frames(asset, tmp_path):
+def test_evaluate_video_and_bag_against_clean_frames(asset, tmp_path, capsys):
     from adaqual_ros.io.bags import BagWriter
     from adaqual_ros.io.video import FrameSource
 
@@ -240,6 +240,7 @@ def test_evaluate_video_and_bag_against_clean_frames(asset, tmp_path):
     assert same['only_raw'] == same['only_restored'] == 0
     assert same['matched_conf_raw'] == pytest.approx(same['matched_conf_restored'])
     assert '| passthrough | 2 |' in (tmp_path / 'a' / 'report.md').read_text()
+    assert '| passthrough | 2 |' in capsys.readouterr().out  # and on the console
 
 
 def test_evaluate_passes_restorer_knobs(tmp_path):
