@@ -14,6 +14,9 @@ def match_pairs(boxes_a, classes_a, boxes_b, classes_b, iou=0.5):
     """
     One-to-one matches between two sets of boxes of the same class, greedily by IoU.
 
+    Not `metrics.detection.match_detections`: ultralytics' matcher marks predictions correct
+    but returns no pairs, and the confidence of an object in both streams needs the pairs.
+
     Returns:
         `list[tuple[int, int]]`: (index in a, index in b) pairs with IoU >= `iou`.
     """

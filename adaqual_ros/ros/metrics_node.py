@@ -112,9 +112,10 @@ class MetricsNode(Node):
         self._pairer = (StampPairer((*self._rows, reference), values['buffer_size'])
                         if self._labels_dir or values['reference_topic'] else None)
         # raw and restored alone: agreement needs no reference
-        self._agree_pairer = (StampPairer(self._rows, values['buffer_size'])
-                              if len(self._rows) == 2 else None)
-        self._agreement = AgreementAccumulator(conf=values['reference_conf'])
+        self._agree_pairer = self._agreement = None
+        if len(self._rows) == 2:
+            self._agree_pairer = StampPairer(self._rows, values['buffer_size'])
+            self._agreement = AgreementAccumulator(conf=values['reference_conf'])
         self._names = {}
         self._acc = {row: DetectionAccumulator() for row in self._rows}
         self._latency = {row: [] for row in self._rows}

@@ -296,20 +296,20 @@ NODE_TABLES = {
 
 # Per camera of a restoration node with `cameras`: declared as `camera.NAME.<row>` (a `/` in
 # NAME becomes `.`), so one camera can pass through or skip differently while all share one
-# model. A row at its "inherit" value follows the node's parameter of the same name.
-_INHERIT = {'skip_threshold': 0.0, 'skip_margin': -1, 'whole_frame_share': 0.0}
+# model. A row at its default ("inherit") value follows the node's parameter of the same name;
+# the rows besides `enabled` are the runtime's STREAM_SETTINGS (a test holds them together).
 CAMERA_PARAMS = (
     ParamSpec('enabled', True,
               "Restore this camera's frames (when the node's enabled is true too); false "
               'passes them through unchanged'),
-    ParamSpec('skip_threshold', _INHERIT['skip_threshold'],
+    ParamSpec('skip_threshold', 0.0,
               "This camera's skip_threshold (0 = the node's)", (0.0, 5.0),
               check=lambda v: None if v == 0.0 or v >= 1.0 else
               "a camera's skip_threshold must be 0 (the node's) or in [1.0, 5.0]",
               choices_note="0 (the node's) or [1.0, 5.0]"),
-    ParamSpec('skip_margin', _INHERIT['skip_margin'],
+    ParamSpec('skip_margin', -1,
               "This camera's skip_margin (-1 = the node's)", (-1, _settings.MAX_SKIP_MARGIN)),
-    ParamSpec('whole_frame_share', _INHERIT['whole_frame_share'],
+    ParamSpec('whole_frame_share', 0.0,
               "This camera's whole_frame_share (0 = the node's)", (0.0, 1.0)),
 )
 # The restoration node table these rows belong to (checked in params files and graphs).
@@ -330,10 +330,11 @@ def camera_param_specs(cameras, rows=CAMERA_PARAMS):
 def camera_overrides(values, camera):
     """{setting: value} a camera sets for itself (rows not at their inherit value)."""
     out = {}
-    for row, inherit in _INHERIT.items():
-        value = values.get(camera_param_name(camera, row), inherit)
-        if value != inherit:
-            out[row] = value
+    for row in CAMERA_PARAMS:
+        if row.name in _settings.STREAM_SETTINGS:
+            value = values.get(camera_param_name(camera, row.name), row.default)
+            if value != row.default:
+                out[row.name] = value
     return out
 
 
