@@ -33,6 +33,8 @@ OPTIONS = (
      'radius (px) of the guided filter of the predicted residual (0 = off)'),
     ('--fog-contrast', 'fog_contrast', parse_bool,
      'true/false: classical backend, equalise contrast after dehazing a fog frame'),
+    ('--quality-context', 'quality_context', int,
+     "px: learned estimator's local context beside the whole frame's (0 = whole frame only)"),
 )
 
 

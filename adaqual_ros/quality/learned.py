@@ -4,7 +4,9 @@ Learned regional quality estimator: a small fully convolutional CNN.
 The network adds three full-resolution fine-structure channels (|residual|, |dx|, |dy| of
 luminance), averages the frame down by ``downscale``, folds it with a pixel-unshuffle (so thin
 rain streaks and snow specks survive as channels instead of being blurred away), and runs a few
-depthwise-separable blocks with two stride-2 stages plus a frame-level context vector. It predicts,
+depthwise-separable blocks with two stride-2 stages plus a context vector (the frame's mean
+features and, on frames larger than `context_window`, each prediction's neighbourhood's; the
+higher of the two scores is kept). It predicts,
 every ``out_stride`` pixels, a quality score in [1, 5] and four degradation-type strengths in
 [0, 1]. Cells of any multiple of ``out_stride`` are coverage-weighted averages of those
 predictions, so partial last cells are exact and any frame size works.
@@ -31,6 +33,25 @@ CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / 'checkpoints' / 'quality_
 def default_checkpoint_path():
     """Folder of the shipped learned-estimator weights (save_pretrained layout)."""
     return CHECKPOINT_DIR
+
+
+def _window_mean(x, k):
+    """
+    Mean of ``x`` (B, C, H, W) over the k x k window around each position; windows at the
+    borders are shifted inwards, not shrunk, so every mean covers k x k positions (or the whole
+    side where it is shorter than k).
+    """
+    h, w = x.shape[2], x.shape[3]
+    kh, kw = min(k, h), min(k, w)
+    # Summed-area table in float32: half-precision running sums lose the small differences.
+    table = F.pad(x.to(torch.promote_types(x.dtype, torch.float32)), (1, 0, 1, 0))
+    table = table.cumsum(2).cumsum(3)
+    y0 = torch.clamp(torch.arange(h, device=x.device) - kh // 2, 0, h - kh)
+    x0 = torch.clamp(torch.arange(w, device=x.device) - kw // 2, 0, w - kw)
+    y1, x1 = y0 + kh, x0 + kw
+    rows1, rows0 = table[:, :, y1], table[:, :, y0]
+    total = rows1[..., x1] - rows0[..., x1] - rows1[..., x0] + rows0[..., x0]
+    return (total / (kh * kw)).to(x.dtype)
 
 
 class _SepBlock(nn.Module):
@@ -114,6 +135,7 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         # Frames with a longer side are estimated at half size (see _training_scale).
         self.max_side = MAX_SIDE
         self.cell = cell
+        self._context_window = 0  # the whole frame's context only, as trained
         self._hp_kernel = None
 
     @property
@@ -128,6 +150,29 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
     @cell.setter
     def cell(self, value):
         self._cell = check_cell(value, self.out_stride)
+
+    @property
+    def context_window(self):
+        """
+        Side in pixels (at the estimation scale, rounded up to `out_stride`) of each prediction's
+        local context; 0 = the whole frame's only.
+
+        Why two contexts: the whole frame's mean features are what lift the borderline cells of
+        a clean frame (smooth pavement, sky) above the skip threshold, but on a large frame with
+        a hazy half they pull the clean half down too. Each prediction is read with both and
+        keeps the higher score, so a cell reads as degraded only when it does in its own
+        neighbourhood as well as in the whole frame. Frames no larger than the window (every
+        training crop) are read as before. Off by default: what it costs and gains is in
+        `RestorerSettings.quality_context`.
+        """
+        return self._context_window
+
+    @context_window.setter
+    def context_window(self, value):
+        if isinstance(value, bool) or int(value) != value or value < 0:
+            raise ValueError(f'context_window must be whole pixels >= 0, got {value!r}')
+        s = self.out_stride
+        self._context_window = -(-int(value) // s) * s
 
     def forward(self, image):
         if image.ndim != 4 or image.shape[1] != 3:
@@ -152,8 +197,14 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         x = self.block1(self.stem(x))
         x = self.block2(self.down1(x))
         x = self.block4(self.block3(self.down2(x)))
-        x = F.relu(x + self.context(x.mean(dim=(2, 3)))[:, :, None, None])
-        out = self.head(x)
+        out = self.head(F.relu(x + self.context(x.mean(dim=(2, 3)))[:, :, None, None]))
+        k = self._context_window // self.out_stride
+        if k and (x.shape[2] > k or x.shape[3] > k):
+            # The Linear on a window mean = the Linear's weights on each position's window mean.
+            local = F.conv2d(_window_mean(x, k), self.context.weight[:, :, None, None],
+                             self.context.bias)
+            out_local = self.head(F.relu(x + local))
+            out = torch.where(out_local[:, :1] > out[:, :1], out_local, out)
         scores = 1.0 + 4.0 * torch.sigmoid(out[:, :1])
         return scores, out[:, 1:]
 
@@ -252,9 +303,10 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
             self.train(was_training)
 
 
-def load_learned_estimator(path=None, cell=64, device='cpu', **kwargs):
+def load_learned_estimator(path=None, cell=64, device='cpu', context_window=None, **kwargs):
     """
     Load the learned estimator from a save_pretrained folder (default: the shipped weights).
+    ``context_window`` (px): see `LearnedQualityEstimator.context_window`; None = 0 (off).
 
     Raises:
         FileNotFoundError: when the folder holds no weights.
@@ -267,4 +319,6 @@ def load_learned_estimator(path=None, cell=64, device='cpu', **kwargs):
             f"use build_estimator('classical')")
     model = LearnedQualityEstimator.from_pretrained(str(folder), local_files_only=True, **kwargs)
     model.cell = cell
+    if context_window is not None:
+        model.context_window = context_window
     return model.to(device).eval()

@@ -240,6 +240,12 @@ RESTORATION_PARAMS = (
               'Weights folder for the quality estimator; empty = for the adaqual backend the one '
               'trained with the model (its estimator/ folder), else the shipped one',
               check=_check_path, choices_note='existing path or empty'),
+    ParamSpec('quality_context', _DEFAULTS.quality_context,
+              'Learned estimator: side (px, at its estimation scale) of the neighbourhood each '
+              'quality cell is also read in, beside the whole frame; the higher score is kept, '
+              'so a large hazy region does not pull a clean one down; 544 speeds up large '
+              'partly clean frames but costs real fog a little (0 = whole frame only)',
+              (0, _settings.MAX_QUALITY_CONTEXT)),
     ParamSpec('fallback_to_classical', _DEFAULTS.fallback_to_classical,
               'Use the classical backend (announced) when the model cannot load'),
     ParamSpec('seed', _DEFAULTS.seed, "Base seed of each stream's fixed start noise",
@@ -386,7 +392,7 @@ def settings_from_params(values, base=None):
         'backend', 'model_path', 'device', 'half', 'compile', 'compile_mode', 'steps',
         'skip_threshold', 'skip_margin', 'whole_frame_share', 'residual_guide',
         'fog_contrast', 'tile_size',
-        'quality_backend', 'quality_model_path', 'threads', 'on_error',
+        'quality_backend', 'quality_model_path', 'quality_context', 'threads', 'on_error',
         'fallback_to_classical', 'seed')}
     return base.with_changes(cache=cache, **changes)
 

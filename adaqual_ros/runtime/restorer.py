@@ -34,6 +34,7 @@ from adaqual_ros.runtime.settings import (
     AUTO_TILE,
     BACKENDS,
     COMPILE_MODES,
+    MAX_QUALITY_CONTEXT,
     MAX_RESIDUAL_GUIDE,
     MAX_SKIP_MARGIN,
     QUALITY_BACKENDS,
@@ -56,7 +57,7 @@ MIN_OOM_TILE = 128  # px: the out-of-memory retries halve tiles down to this (ro
 _BACKEND_SETTINGS = ('backend', 'model_path', 'device', 'half', 'compile', 'compile_mode',
                      'channels_last', 'cudnn_benchmark', 'fallback_to_classical')
 # Settings whose change needs a new backend or estimator (built off the caller's thread).
-_HEAVY = _BACKEND_SETTINGS + ('quality_backend', 'quality_model_path')
+_HEAVY = _BACKEND_SETTINGS + ('quality_backend', 'quality_model_path', 'quality_context')
 _LIGHT = tuple(f.name for f in fields(RestorerSettings) if f.name not in _HEAVY)
 
 
@@ -189,6 +190,9 @@ def validate_settings(settings):
     if not 0 <= settings.residual_guide <= MAX_RESIDUAL_GUIDE:
         raise ValueError(f'residual_guide must be in [0, {MAX_RESIDUAL_GUIDE}] px, got '
                          f'{settings.residual_guide}')
+    if not 0 <= settings.quality_context <= MAX_QUALITY_CONTEXT:
+        raise ValueError(f'quality_context must be in [0, {MAX_QUALITY_CONTEXT}] px (0 = the '
+                         f'whole frame only), got {settings.quality_context}')
     if not 1.0 <= settings.skip_threshold <= 5.01:
         raise ValueError(f'skip_threshold must be in [1, 5.01], got {settings.skip_threshold}')
     if not 0 <= settings.skip_margin <= MAX_SKIP_MARGIN:
@@ -526,7 +530,7 @@ class Restorer:
         # own); any other backend, a fallback from the model included, with the default one.
         paired = backend.name == 'adaqual'
         # model_path names the paired estimator too, so it matters only to the model
-        keys = ('quality_backend', 'quality_model_path', 'device') + (
+        keys = ('quality_backend', 'quality_model_path', 'quality_context', 'device') + (
             ('model_path',) if paired else ())
         if previous is not None and not _changed(previous.settings, settings, keys) and \
                 (previous.backend.name == 'adaqual') == paired and \
@@ -618,9 +622,12 @@ class Restorer:
         device = str(resolve_device(settings.device))
         path = estimator_weights(settings.quality_backend, settings.quality_model_path,
                                  settings.model_path or None, paired)
+        # Only the learned estimator has a context window.
+        extra = ({'context_window': settings.quality_context}
+                 if settings.quality_backend == 'learned' else {})
         try:
             return build_estimator(settings.quality_backend, cell=cell, device=device,
-                                   path=path), ''
+                                   path=path, **extra), ''
         except Exception as exc:  # noqa: BLE001 - a missing estimator may fall back to classical
             if settings.quality_backend == 'classical' or not settings.fallback_to_classical:
                 raise RestorationError(

@@ -27,6 +27,7 @@ MAX_SKIP_MARGIN = 8  # cells: beyond this nothing but a fully clean frame would 
 # 3 switches, 1 with this band; estimating every frame 37, 5 with it).
 WHOLE_FRAME_HYSTERESIS = 0.1
 MAX_RESIDUAL_GUIDE = 64  # px: beyond a quality cell's size the filter only blurs the residual
+MAX_QUALITY_CONTEXT = 4096  # px: beyond any frame's side (at the estimation scale) it is off
 
 # The settings a caller may change frame by frame (`Restorer.restore(overrides=...)`, e.g. per
 # camera of one node): which cells of a frame are restored. Everything else is the runtime's.
@@ -73,6 +74,14 @@ class RestorerSettings:
             empty with 'learned' = for the adaqual backend the estimator trained with the model
             (its ``estimator/`` folder, `paired_estimator_path`) where it has one, else (and for
             every other backend) the shipped one.
+        quality_context (`int`): learned estimator: side in pixels (at its estimation scale) of
+            each prediction's local context, read beside the whole frame's (the higher score is
+            kept, so a large degraded region no longer pulls a clean one down); 0 = the whole
+            frame's only. Frames no larger than it read as with 0. 544 (17 predictions) was the
+            best of those tried: on the bench's half-clean 1280x720 / 1920x1080 frames the
+            network runs on 67 % / 72 % of the frame instead of 77 % / 78 %, but on real fog
+            (DAWN) AdaQual-Diff loses 0.016 mAP50 (0.322 vs 0.338, three seeds), so it is off by
+            default (docs/RESULTS.md, Speed).
         cache (`CacheSettings`): quality-map cache settings.
         threads (`int`): CPU threads for torch (0 = leave torch's default).
         compile (`bool`): wrap the model in torch.compile.
@@ -116,6 +125,7 @@ class RestorerSettings:
     tile_size: int = AUTO_TILE
     quality_backend: str = 'learned'
     quality_model_path: str = ''
+    quality_context: int = 0
     cache: CacheSettings = field(default_factory=CacheSettings)
     threads: int = 0
     compile: bool = False

@@ -514,6 +514,23 @@ def test_update_swaps_light_settings_at_once():
         restorer.update(restorer.settings.with_changes(skip_threshold=9.0))
 
 
+def test_quality_context_reaches_the_learned_estimator_and_a_change_rebuilds_it():
+    restorer = Restorer(settings(backend='passthrough', quality_backend='learned'))
+    frame = haze(scene(64, 128))
+    restorer.restore(frame, 's')
+    first = restorer._runtime.estimator
+    assert first.context_window == RestorerSettings().quality_context == 0
+    restorer.update(restorer.settings.with_changes(quality_context=544), wait=True)
+    assert restorer._runtime.estimator is not first
+    assert restorer._runtime.estimator.context_window == 544
+    for bad in (-1, 5000):
+        with pytest.raises(ValueError, match='quality_context'):
+            restorer.update(restorer.settings.with_changes(quality_context=bad))
+    # the other estimators have no context window; the setting is theirs to ignore
+    restorer.update(restorer.settings.with_changes(quality_backend='classical'), wait=True)
+    assert restorer.restore(frame, 's').quality_map is not None
+
+
 def test_new_checkpoint_loads_off_the_callers_thread(pipe, tmp_path):
     pipe.save_pretrained(str(tmp_path / 'ckpt'))
     restorer = Restorer(settings(backend='classical'))
