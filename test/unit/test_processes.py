@@ -12,6 +12,10 @@ import faulthandler, signal, sys, time
 faulthandler.register(signal.SIGUSR1, all_threads=True)
 if sys.argv[1] == 'hang':
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+else:
+    # rclpy.init installs its SIGINT handler whatever the launcher left; a shell's background
+    # job (`cmd &`) starts with SIGINT ignored, which a plain Python child would keep.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 print('ready', flush=True)
 def waiting_for_ever():
     while True:
