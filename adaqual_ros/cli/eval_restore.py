@@ -99,7 +99,7 @@ def _skip_as_runtime(degraded, restored, qmap, threshold, margin, whole_share):
     from adaqual_ros.runtime.settings import RestorerSettings
     from adaqual_ros.runtime.tiling import skip_alpha
 
-    cells = degraded_cells(qmap.scores, threshold, margin, whole_share)
+    cells = degraded_cells(qmap.scores, threshold, margin, whole_share, qmap.skip_scores)
     if not cells.any():
         return degraded
     alpha = skip_alpha(cells, degraded.shape[:2], qmap.cell, RestorerSettings().blend_ramp)
@@ -159,9 +159,13 @@ class _Scores:
 
 def _load_estimator(name, cell, path=''):
     from adaqual_ros.quality import build_estimator
+    from adaqual_ros.runtime.restorer import estimator_options
+    from adaqual_ros.runtime.settings import RestorerSettings
 
+    # The runtime's local context too, so "as the node delivers" skips the node's cells.
+    options = estimator_options(name, RestorerSettings().quality_context)
     try:
-        return build_estimator(name, cell=cell, path=path or None), name
+        return build_estimator(name, cell=cell, path=path or None, **options), name
     except (FileNotFoundError, OSError, ValueError) as exc:
         if name == 'classical' or path:
             raise
@@ -185,7 +189,7 @@ def _restored_whole(qmap, args):
     if args.skip_threshold is None:
         return True
     return bool(degraded_cells(qmap.scores, args.skip_threshold, args.skip_margin,
-                               _whole_share(args)).all())
+                               _whole_share(args), qmap.skip_scores).all())
 
 
 def _argument_problem(args):

@@ -26,7 +26,8 @@ class QualityEstimatorMixin:
 
     A backend sets ``self.cell`` and implements ``_estimate_grids(frames)``, which receives a list
     of validated HxWx3 uint8 RGB frames and returns, per frame, ``(scores, type_probs)`` shaped
-    ``(grid_h, grid_w)`` and ``(grid_h, grid_w, 4)``. This mixin validates input, clips the result
+    ``(grid_h, grid_w)`` and ``(grid_h, grid_w, 4)`` (and optionally a third, the map's
+    ``skip_scores``). This mixin validates input, clips the result
     to the valid ranges and wraps it in a `QualityMap`.
     """
 
@@ -53,16 +54,20 @@ class QualityEstimatorMixin:
             return []
         grids = self._estimate_grids(frames)
         maps = []
-        for frame, (scores, probs) in zip(frames, grids):
+        for frame, (scores, probs, *skip) in zip(frames, grids):
             h, w = frame.shape[:2]
             expected = grid_shape(h, w, self.cell)
             scores = np.clip(np.asarray(scores, np.float32), SCORE_MIN, SCORE_MAX)
             probs = np.clip(np.asarray(probs, np.float32), 0.0, 1.0)
-            if scores.shape != expected or probs.shape != expected + (len(DEGRADATION_TYPES),):
+            skip = skip[0] if skip else None
+            if skip is not None:
+                skip = np.clip(np.asarray(skip, np.float32), SCORE_MIN, SCORE_MAX)
+            if scores.shape != expected or probs.shape != expected + (len(DEGRADATION_TYPES),) \
+                    or (skip is not None and skip.shape != expected):
                 raise RuntimeError(
                     f'{self.name} estimator returned {scores.shape}/{probs.shape} for a frame '
                     f'of {h}x{w} with cell {self.cell}; expected {expected}')
-            maps.append(QualityMap(scores, probs, self.cell, (h, w)))
+            maps.append(QualityMap(scores, probs, self.cell, (h, w), skip))
         return maps
 
     def _estimate_grids(self, frames):

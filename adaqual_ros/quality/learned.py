@@ -4,9 +4,9 @@ Learned regional quality estimator: a small fully convolutional CNN.
 The network adds three full-resolution fine-structure channels (|residual|, |dx|, |dy| of
 luminance), averages the frame down by ``downscale``, folds it with a pixel-unshuffle (so thin
 rain streaks and snow specks survive as channels instead of being blurred away), and runs a few
-depthwise-separable blocks with two stride-2 stages plus a context vector (the frame's mean
-features and, on frames larger than `context_window`, each prediction's neighbourhood's; the
-higher of the two scores is kept). It predicts,
+depthwise-separable blocks with two stride-2 stages plus a frame-level context vector (and, on
+frames larger than `context_window`, a second read with each prediction's neighbourhood's
+context, for the maps' ``skip_scores``). It predicts,
 every ``out_stride`` pixels, a quality score in [1, 5] and four degradation-type strengths in
 [0, 1]. Cells of any multiple of ``out_stride`` are coverage-weighted averages of those
 predictions, so partial last cells are exact and any frame size works.
@@ -155,15 +155,16 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
     def context_window(self):
         """
         Side in pixels (at the estimation scale, rounded up to `out_stride`) of each prediction's
-        local context; 0 = the whole frame's only.
+        local context, which gives the maps' ``skip_scores``; 0 = none (``skip_scores`` None).
 
         Why two contexts: the whole frame's mean features are what lift the borderline cells of
         a clean frame (smooth pavement, sky) above the skip threshold, but on a large frame with
-        a hazy half they pull the clean half down too. Each prediction is read with both and
-        keeps the higher score, so a cell reads as degraded only when it does in its own
-        neighbourhood as well as in the whole frame. Frames no larger than the window (every
-        training crop) are read as before. Off by default: what it costs and gains is in
-        `RestorerSettings.quality_context`.
+        a hazy half they pull the clean half down too. For ``skip_scores`` each prediction is
+        read with both and keeps the higher score, so a cell counts as degraded only when it
+        reads so in its own neighbourhood as well as in the whole frame. ``scores`` stay the
+        whole-frame read the restorer was trained with; they condition it and decide whether a
+        frame is restored whole. Frames no larger than the window (every training crop) get no
+        ``skip_scores``.
         """
         return self._context_window
 
@@ -175,6 +176,14 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         self._context_window = -(-int(value) // s) * s
 
     def forward(self, image):
+        scores, type_logits, _ = self.read(image)
+        return scores, type_logits
+
+    def read(self, image):
+        """
+        The forward pass plus, on frames larger than `context_window`, the both-contexts scores:
+        ``(scores, type_logits, skip_scores or None)``, the last shaped like ``scores``.
+        """
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f'image must be (B, 3, H, W), got {tuple(image.shape)}')
         # Mirror the frame out to whole prediction blocks: a partial last row/column is then read
@@ -198,15 +207,15 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
         x = self.block2(self.down1(x))
         x = self.block4(self.block3(self.down2(x)))
         out = self.head(F.relu(x + self.context(x.mean(dim=(2, 3)))[:, :, None, None]))
+        skip = None
         k = self._context_window // self.out_stride
         if k and (x.shape[2] > k or x.shape[3] > k):
             # The Linear on a window mean = the Linear's weights on each position's window mean.
             local = F.conv2d(_window_mean(x, k), self.context.weight[:, :, None, None],
                              self.context.bias)
-            out_local = self.head(F.relu(x + local))
-            out = torch.where(out_local[:, :1] > out[:, :1], out_local, out)
-        scores = 1.0 + 4.0 * torch.sigmoid(out[:, :1])
-        return scores, out[:, 1:]
+            skip = 1.0 + 4.0 * torch.sigmoid(torch.maximum(
+                self.head(F.relu(x + local))[:, :1], out[:, :1]))
+        return 1.0 + 4.0 * torch.sigmoid(out[:, :1]), out[:, 1:], skip
 
     def _highpass(self, image):
         """
@@ -292,11 +301,14 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
                 # pooling and convolution read directly (no strided copy of the full frame).
                 x = torch.from_numpy(batch).to(self.device).to(self.dtype).mul_(1.0 / 255.0)
                 x = x.permute(0, 3, 1, 2)
-                scores, logits = self(x)
+                scores, logits, skip = self.read(x)
                 cs, cp = self.to_cells(scores.float(), logits.float(), shape[:2], cell)
                 cs, cp = cs.cpu().numpy(), cp.cpu().numpy()
+                if skip is not None:
+                    skip = self.to_cells(skip.float(), logits.float(), shape[:2], cell)[0]
+                    skip = skip.cpu().numpy()
                 for j, i in enumerate(idx):
-                    out[i] = (cs[j], cp[j])
+                    out[i] = (cs[j], cp[j]) + (() if skip is None else (skip[j],))
             results.extend(out)
             return results
         finally:

@@ -33,12 +33,17 @@ class QualityMap:
             DEGRADATION_TYPES per region.
         cell (`int`): cell size in pixels.
         image_size (`tuple[int, int]`): (height, width) of the frame the map describes.
+        skip_scores (`np.ndarray` float32, (grid_h, grid_w), *optional*): the scores that decide
+            which cells of a frame not restored whole pass through, where the estimator also
+            read each cell in its own neighbourhood (the learned estimator's `context_window`);
+            None = ``scores``. ``scores`` still condition the model and decide whole frames.
     """
 
     scores: np.ndarray
     type_probs: np.ndarray
     cell: int
     image_size: tuple
+    skip_scores: np.ndarray = None
 
     def __post_init__(self):
         self.scores = np.asarray(self.scores, dtype=np.float32)
@@ -52,6 +57,11 @@ class QualityMap:
             raise ValueError(
                 f'type_probs shape {self.type_probs.shape} does not match '
                 f'{expected + (len(DEGRADATION_TYPES),)}')
+        if self.skip_scores is not None:
+            self.skip_scores = np.asarray(self.skip_scores, dtype=np.float32)
+            if self.skip_scores.shape != expected:
+                raise ValueError(f'skip_scores shape {self.skip_scores.shape} does not match '
+                                 f'{expected}')
 
     @property
     def grid_size(self):
@@ -74,5 +84,7 @@ class QualityMap:
             raise ValueError(f'crop origin ({y0}, {x0}) is not a multiple of cell {self.cell}')
         gy, gx = y0 // self.cell, x0 // self.cell
         gh, gw = grid_shape(h, w, self.cell)
+        skip = None if self.skip_scores is None else \
+            self.skip_scores[gy:gy + gh, gx:gx + gw].copy()
         return QualityMap(self.scores[gy:gy + gh, gx:gx + gw].copy(),
-                          self.type_probs[gy:gy + gh, gx:gx + gw].copy(), self.cell, (h, w))
+                          self.type_probs[gy:gy + gh, gx:gx + gw].copy(), self.cell, (h, w), skip)

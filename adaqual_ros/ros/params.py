@@ -242,10 +242,9 @@ RESTORATION_PARAMS = (
               check=_check_path, choices_note='existing path or empty'),
     ParamSpec('quality_context', _DEFAULTS.quality_context,
               'Learned estimator: side (px, at its estimation scale) of the neighbourhood each '
-              'quality cell is also read in, beside the whole frame; the higher score is kept, '
-              'so a large hazy region does not pull a clean one down; 544 speeds up large '
-              'partly clean frames but costs real fog a little (0 = whole frame only)',
-              (0, _settings.MAX_QUALITY_CONTEXT)),
+              'cell is also read in to decide which cells of a frame not restored whole pass '
+              'through; the higher read is kept, so a large hazy region does not pull a clean '
+              'one down (0 = whole frame only)', (0, _settings.MAX_QUALITY_CONTEXT)),
     ParamSpec('fallback_to_classical', _DEFAULTS.fallback_to_classical,
               'Use the classical backend (announced) when the model cannot load'),
     ParamSpec('seed', _DEFAULTS.seed, "Base seed of each stream's fixed start noise",

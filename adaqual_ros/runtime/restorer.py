@@ -216,11 +216,13 @@ def validate_settings(settings):
     return settings
 
 
-def degraded_cells(scores, threshold, margin=0, whole_share=1.0):
+def degraded_cells(scores, threshold, margin=0, whole_share=1.0, skip_scores=None):
     """
     The (gh, gw) bool mask of cells to restore: score below ``threshold``, grown by ``margin``
     cells (a square neighbourhood); every cell when at least ``whole_share`` of them score below
-    ``threshold`` (a frame without such a cell stays clean whatever the share).
+    ``threshold`` (a frame without such a cell stays clean whatever the share). ``skip_scores``
+    (a QualityMap's, where the estimator gives them) take the place of ``scores`` for the cells
+    of a frame that is not restored whole.
 
     Why the margin: fog is spatially smooth, but the estimator reads cells of a foggy frame as
     clean (flat bright fog, dark road); they pass through as bright blocks between restored
@@ -230,10 +232,17 @@ def degraded_cells(scores, threshold, margin=0, whole_share=1.0):
     degraded = np.asarray(scores) < threshold
     if degraded.any() and degraded.mean() >= whole_share:
         return np.ones_like(degraded)
+    if skip_scores is not None:
+        degraded = np.asarray(skip_scores) < threshold
     if margin > 0 and degraded.any():
         k = 2 * int(margin) + 1
         degraded = cv2.dilate(degraded.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
     return degraded
+
+
+def estimator_options(name, quality_context):
+    """build_estimator keyword arguments for ``quality_context`` (only 'learned' has a window)."""
+    return {'context_window': int(quality_context)} if name == 'learned' else {}
 
 
 def _stream_seed(base, stream_id):
@@ -622,12 +631,10 @@ class Restorer:
         device = str(resolve_device(settings.device))
         path = estimator_weights(settings.quality_backend, settings.quality_model_path,
                                  settings.model_path or None, paired)
-        # Only the learned estimator has a context window.
-        extra = ({'context_window': settings.quality_context}
-                 if settings.quality_backend == 'learned' else {})
         try:
-            return build_estimator(settings.quality_backend, cell=cell, device=device,
-                                   path=path, **extra), ''
+            return build_estimator(settings.quality_backend, cell=cell, device=device, path=path,
+                                   **estimator_options(settings.quality_backend,
+                                                       settings.quality_context)), ''
         except Exception as exc:  # noqa: BLE001 - a missing estimator may fall back to classical
             if settings.quality_backend == 'classical' or not settings.fallback_to_classical:
                 raise RestorationError(
@@ -681,7 +688,7 @@ class Restorer:
         if share < 1.0 and stream.whole_frame:
             share -= WHOLE_FRAME_HYSTERESIS
         degraded = degraded_cells(qmap.scores, settings.skip_threshold, settings.skip_margin,
-                                  share)
+                                  share, qmap.skip_scores)
         stream.whole_frame = bool(degraded.all())
         return degraded
 

@@ -75,13 +75,13 @@ class RestorerSettings:
             (its ``estimator/`` folder, `paired_estimator_path`) where it has one, else (and for
             every other backend) the shipped one.
         quality_context (`int`): learned estimator: side in pixels (at its estimation scale) of
-            each prediction's local context, read beside the whole frame's (the higher score is
-            kept, so a large degraded region no longer pulls a clean one down); 0 = the whole
-            frame's only. Frames no larger than it read as with 0. 544 (17 predictions) was the
-            best of those tried: on the bench's half-clean 1280x720 / 1920x1080 frames the
-            network runs on 67 % / 72 % of the frame instead of 77 % / 78 %, but on real fog
-            (DAWN) AdaQual-Diff loses 0.016 mAP50 (0.322 vs 0.338, three seeds), so it is off by
-            default (docs/RESULTS.md, Speed).
+            the neighbourhood each cell is also read in when deciding which cells of a frame
+            not restored whole pass through (the higher of that read and the whole frame's is
+            kept, so a large hazy region no longer pulls a clean one down); the whole-frame
+            read still conditions the model and decides whole frames. 0 = the whole frame's
+            read only. Frames no larger than it in both sides are unaffected. On the bench's
+            half-clean 1280x720 / 1920x1080 frames the network runs on 68 % / 72 % of the frame
+            instead of 77 % / 78 % (docs/RESULTS.md, Speed).
         cache (`CacheSettings`): quality-map cache settings.
         threads (`int`): CPU threads for torch (0 = leave torch's default).
         compile (`bool`): wrap the model in torch.compile.
@@ -125,7 +125,7 @@ class RestorerSettings:
     tile_size: int = AUTO_TILE
     quality_backend: str = 'learned'
     quality_model_path: str = ''
-    quality_context: int = 0
+    quality_context: int = 544
     cache: CacheSettings = field(default_factory=CacheSettings)
     threads: int = 0
     compile: bool = False

@@ -288,8 +288,8 @@ def test_context_window_is_validated_and_rounded_to_the_prediction_stride(learne
     from adaqual_ros.quality.learned import load_learned_estimator
     from adaqual_ros.runtime.settings import RestorerSettings
 
-    # off by default in both: frames are read as the estimator was trained
-    assert RestorerSettings().quality_context == 0 == learned.context_window
+    # the estimator alone reads as trained; the restorer asks for its window
+    assert learned.context_window == 0 and RestorerSettings().quality_context == 544
     est = load_learned_estimator(context_window=100)
     assert est.context_window == 128  # rounded up to the 32 px stride
     for bad in (-32, 1.5, True, 'x'):
@@ -300,35 +300,34 @@ def test_context_window_is_validated_and_rounded_to_the_prediction_stride(learne
 def test_local_context_lifts_the_clean_half_of_a_large_half_hazy_frame(assets, learned):
     """
     On a large frame whose right half is hazy, the whole-frame context reads part of the clean
-    half as degraded; the local context takes most of that back, leaves the hazy half degraded,
-    never lowers a score, and changes nothing on frames no larger than the window.
+    half as degraded; the both-contexts read (`skip_scores`) takes most of that back, leaves the
+    hazy half degraded and is never below the whole-frame read, which stays as it was (it
+    conditions the model). Frames no larger than the window get no skip_scores.
     """
     from adaqual_ros.cli.bench import load_source_frames, make_streams
 
     sources, _ = load_source_frames(3, assets)
     streams, truth = make_streams(sources, (1280, 720), 'haze_rain', 0.6, seed=0)
     window = 544
-    leak = {}
     try:
-        for cw in (0, window):
-            learned.context_window = cw
-            leak[cw], hazy_read, reads = 0, 0, []
-            for frame, t in zip(streams['half_clean'], truth['half_clean']):
-                scores = learned.estimate(frame).scores
-                reads.append(scores)
-                leak[cw] += int((scores[t.scores >= 4.99] < 4).sum())
-                hazy = t.scores < 4
-                hazy_read += (scores[hazy] < 4).mean() / len(streams['half_clean'])
-            assert hazy_read > 0.95, (cw, hazy_read)
-            if cw == 0:
-                global_reads = reads
-        for own, whole in zip(reads, global_reads):
-            assert (own >= whole - 1e-5).all()
-        assert leak[0] >= 15 and leak[window] <= leak[0] // 2, leak
-        small = streams['clean'][0][:window, :window]
-        learned.context_window = 0
-        want = learned.estimate(small).scores
+        plain = [learned.estimate(f) for f in streams['half_clean']]
         learned.context_window = window
-        assert np.array_equal(learned.estimate(small).scores, want)
+        both = [learned.estimate(f) for f in streams['half_clean']]
+        assert all(q.skip_scores is None for q in plain)
+        leak = {'whole': 0, 'both': 0}
+        hazy_read = 0.0
+        for p, b, t in zip(plain, both, truth['half_clean']):
+            np.testing.assert_array_equal(b.scores, p.scores)
+            assert (b.skip_scores >= b.scores - 1e-5).all()
+            clean = t.scores >= 4.99
+            leak['whole'] += int((p.scores[clean] < 4).sum())
+            leak['both'] += int((b.skip_scores[clean] < 4).sum())
+            hazy_read += (b.skip_scores[t.scores < 4] < 4).mean() / len(both)
+        assert hazy_read > 0.95, hazy_read
+        assert leak['whole'] >= 15 and leak['both'] <= leak['whole'] // 2, leak
+        assert learned.estimate(streams['clean'][0][:window, :window]).skip_scores is None
+        # crops carry them (the restorer's windows)
+        crop = both[0].crop(64, 128, 256, 320)
+        np.testing.assert_array_equal(crop.skip_scores, both[0].skip_scores[1:5, 2:7])
     finally:
         learned.context_window = 0

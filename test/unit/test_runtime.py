@@ -519,16 +519,52 @@ def test_quality_context_reaches_the_learned_estimator_and_a_change_rebuilds_it(
     frame = haze(scene(64, 128))
     restorer.restore(frame, 's')
     first = restorer._runtime.estimator
-    assert first.context_window == RestorerSettings().quality_context == 0
-    restorer.update(restorer.settings.with_changes(quality_context=544), wait=True)
+    assert first.context_window == RestorerSettings().quality_context == 544
+    restorer.update(restorer.settings.with_changes(quality_context=0), wait=True)
     assert restorer._runtime.estimator is not first
-    assert restorer._runtime.estimator.context_window == 544
+    assert restorer._runtime.estimator.context_window == 0
     for bad in (-1, 5000):
         with pytest.raises(ValueError, match='quality_context'):
             restorer.update(restorer.settings.with_changes(quality_context=bad))
     # the other estimators have no context window; the setting is theirs to ignore
     restorer.update(restorer.settings.with_changes(quality_backend='classical'), wait=True)
     assert restorer.restore(frame, 's').quality_map is not None
+
+
+def test_skip_scores_choose_the_cells_of_a_patchwork_frame_only():
+    from adaqual_ros.runtime.restorer import degraded_cells
+
+    scores = np.full((4, 4), 5.0)
+    scores[:, :3] = 3.0  # 75 % degraded
+    skip = scores.copy()
+    skip[:, 2] = 4.5     # read clean in its own neighbourhood
+    np.testing.assert_array_equal(degraded_cells(scores, 4.0, 0, 1.0, skip), skip < 4.0)
+    # whole frames are decided by the scores, so the skip read cannot break one up
+    assert degraded_cells(scores, 4.0, 0, 0.7, skip).all()
+    np.testing.assert_array_equal(degraded_cells(scores, 4.0, 1, 1.0, skip),
+                                  degraded_cells(skip, 4.0, 1, 1.0))
+    with pytest.raises(ValueError, match='skip_scores'):
+        QualityMap(scores, np.zeros((4, 4, 4)), 64, (256, 256), skip_scores=np.ones((3, 4)))
+
+
+def test_the_local_context_changes_only_which_cells_of_a_patchwork_frame_pass(assets):
+    from adaqual_ros.cli.bench import load_source_frames, make_streams
+
+    sources, _ = load_source_frames(1, assets)
+    streams, _ = make_streams(sources, (1280, 720), 'haze_rain', 0.6, seed=0)
+
+    def run(context, frame):
+        restorer = Restorer(settings(backend='classical', quality_backend='learned',
+                                     quality_context=context))
+        return restorer.restore(frame, 's')
+
+    half = [run(c, streams['half_clean'][0]) for c in (0, 544)]
+    assert half[1].processed_fraction < half[0].processed_fraction - 0.05
+    np.testing.assert_array_equal(half[1].quality_map.scores, half[0].quality_map.scores)
+    # a frame restored whole is restored exactly as before
+    whole = [run(c, streams['degraded'][0]) for c in (0, 544)]
+    assert whole[0].skipped_fraction == whole[1].skipped_fraction == 0.0
+    np.testing.assert_array_equal(whole[1].image, whole[0].image)
 
 
 def test_new_checkpoint_loads_off_the_callers_thread(pipe, tmp_path):
