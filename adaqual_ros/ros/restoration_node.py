@@ -425,6 +425,9 @@ class RestorationNode(Node):
                        'skipped_fraction': _num(result.skipped_fraction),
                        'scores': np.round(qmap.scores, 3).tolist(),
                        'timings_ms': {k: _num(v) for k, v in (result.timings or {}).items()}}
+            if qmap.skip_scores is not None:
+                # the read that chose which cells passed (`quality_context`)
+                payload['skip_scores'] = np.round(qmap.skip_scores, 3).tolist()
             if prompts is None:
                 from adaqual_ros.prompting import build_prompts
 

@@ -327,6 +327,8 @@ def test_restored_frames_keep_header_and_match_the_runtime(spawn, probe_factory,
     assert payload['frame_id'] == 'front_camera' and payload['grid'] == list(grid)
     assert isinstance(payload['prompts']['global'], str) and payload['prompts']['global']
     assert len(payload['prompts']['local']) == grid[0]
+    # a 320x240 frame is inside the estimator's local context window: one read
+    assert expected.quality_map.skip_scores is None and 'skip_scores' not in payload
 
     # Other encodings go out as they came in: same encoding, size, stamp and frame_id.
     for index, encoding in enumerate(('mono8', 'rgb16', 'yuv422', 'bayer_rggb8')):
