@@ -34,7 +34,8 @@ OPTIONS = (
     ('--fog-contrast', 'fog_contrast', parse_bool,
      'true/false: classical backend, equalise contrast after dehazing a fog frame'),
     ('--quality-context', 'quality_context', int,
-     "px: learned estimator's local context beside the whole frame's (0 = whole frame only)"),
+     "px: the learned estimator's local read that picks which cells of a frame not restored "
+     "whole pass (0 = the whole-frame read only)"),
 )
 
 
