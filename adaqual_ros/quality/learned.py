@@ -315,10 +315,10 @@ class LearnedQualityEstimator(QualityEstimatorMixin, ModelMixin, ConfigMixin):
             self.train(was_training)
 
 
-def load_learned_estimator(path=None, cell=64, device='cpu', context_window=None, **kwargs):
+def load_learned_estimator(path=None, cell=64, device='cpu', context_window=0, **kwargs):
     """
     Load the learned estimator from a save_pretrained folder (default: the shipped weights).
-    ``context_window`` (px): see `LearnedQualityEstimator.context_window`; None = 0 (off).
+    ``context_window`` (px): see `LearnedQualityEstimator.context_window` (0 = off).
 
     Raises:
         FileNotFoundError: when the folder holds no weights.
@@ -331,6 +331,5 @@ def load_learned_estimator(path=None, cell=64, device='cpu', context_window=None
             f"use build_estimator('classical')")
     model = LearnedQualityEstimator.from_pretrained(str(folder), local_files_only=True, **kwargs)
     model.cell = cell
-    if context_window is not None:
-        model.context_window = context_window
+    model.context_window = context_window
     return model.to(device).eval()
