@@ -2,10 +2,11 @@
 Cell-aligned windows over the degraded part of a frame, batched, and blended without seams.
 
 The frame is cut into a grid of core tiles (``tile_size`` pixels, a multiple of the quality cell).
-A tile with no degraded cell is never run. Within the remaining tiles, the core shrinks to the
-bounding box of its degraded cells; with ``merge`` neighbouring cores join when their common
-bounding box adds little area (one window for a fully degraded frame: no seams, no overlap work;
-scattered degraded cells stay small windows).
+A tile with no degraded cell is never run. Within the remaining tiles, each group of touching
+degraded cells becomes a core, its bounding box; with ``merge`` neighbouring cores join when their
+common bounding box adds little area, or less than the overlap margins that keeping them apart
+would cost (one window for a fully degraded frame: no seams, no overlap work; scattered degraded
+cells stay small windows).
 Where two windows touch, each grows by ``overlap`` pixels into the other, and linear feather
 weights blend the overlap. Window origins stay multiples of the cell so ``QualityMap.crop`` is
 exact.
@@ -69,7 +70,7 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
         tile_size (`int`): core tile edge in pixels (multiple of ``cell``); 0 = the whole frame.
         overlap (`int`): pixels a window grows into each touching window (rounded up to cells).
         merge (`bool`): join neighbouring windows when their common bounding box holds little
-            extra area (see MERGE_SLACK).
+            extra area (see MERGE_SLACK) or less than their overlap margins would.
 
     Returns:
         `list[Window]`, empty when no cell is degraded.
@@ -80,32 +81,33 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
     if degraded.shape != (gh, gw):
         raise ValueError(f'degraded mask {degraded.shape} does not match grid {(gh, gw)} of '
                          f'{(height, width)} with cell {cell}')
-    if tile_size == 0:
+    whole_frame = tile_size == 0
+    if whole_frame:
         tile_size = max(gh, gw) * cell
     _check(cell, tile_size, overlap)
     if not degraded.any():
         return []
     tc = tile_size // cell
-    # 1. One core per active tile, shrunk to the bounding box of its degraded cells (in cells:
-    # r0, r1, c0, c1).
+    # 1. Cores per active tile (in cells: r0, r1, c0, c1): the bounding box of each group of
+    # touching degraded cells in it, so a few stray cells beside a degraded region do not pull
+    # the clean cells between them into the window. Whole-frame planning keeps one box: there
+    # (a GPU) one window beats several smaller ones (settings.CPU_TILE).
     shrunk = []
     for r0 in range(0, gh, tc):
         for c0 in range(0, gw, tc):
             block = degraded[r0:r0 + tc, c0:c0 + tc]
             if block.any():
-                rows = np.flatnonzero(block.any(axis=1))
-                cols = np.flatnonzero(block.any(axis=0))
-                shrunk.append((r0 + int(rows[0]), r0 + int(rows[-1]) + 1,
-                               c0 + int(cols[0]), c0 + int(cols[-1]) + 1))
+                shrunk.extend((r0 + a, r0 + b, c0 + c, c0 + d)
+                              for a, b, c, d in _cell_groups(block, split=not whole_frame))
     # 2. Join cores whose common bounding box wastes little: fewer seams, no overlap work, and a
     # fully degraded frame becomes one window.
+    ov = math.ceil(overlap / cell)
     if merge and len(shrunk) > 1:
-        shrunk = _merge_rects(shrunk)
+        shrunk = _merge_rects(shrunk, ov)
     # 3. Grow into touching windows so their seam can be feathered.
     labels = np.full((gh, gw), -1, dtype=np.int64)
     for k, (r0, r1, c0, c1) in enumerate(shrunk):
         labels[r0:r1, c0:c1] = k
-    ov = math.ceil(overlap / cell)
     windows = []
     for k, (r0, r1, c0, c1) in enumerate(shrunk):
         def touches(strip):
@@ -126,6 +128,32 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
                               tuple(int(v) for v in (core_y0, core_x0, core_h, core_w)),
                               tuple(int(v) for v in margins)))
     return windows
+
+
+def _cell_groups(block, split=True):
+    """
+    Bounding boxes (r0, r1, c0, c1) of the groups of touching (8-neighbour) degraded cells of a
+    block; boxes that overlap are joined, so the cores stay disjoint. ``split=False``: one box.
+    """
+    if not split:
+        rows = np.flatnonzero(block.any(axis=1))
+        cols = np.flatnonzero(block.any(axis=0))
+        return [(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)]
+    count, _, stats, _ = cv2.connectedComponentsWithStats(block.astype(np.uint8), connectivity=8)
+    boxes = [(int(y), int(y + h), int(x), int(x + w))
+             for x, y, w, h in stats[1:count, :4]]  # label 0 is the clean background
+    joined = True
+    while joined:
+        joined = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                if _intersects(boxes[i], boxes[j]):
+                    boxes[i] = _union(boxes[i], boxes.pop(j))
+                    joined = True
+                    break
+            if joined:
+                break
+    return boxes
 
 
 # A merged window may hold this much more clean area, as a share of the cores it joins to the
@@ -151,8 +179,28 @@ def _near(a, b):
     return a[0] <= b[1] and b[0] <= a[1] and a[2] <= b[3] and b[2] <= a[3]
 
 
-def _merge_rects(rects):
-    """Greedily join neighbouring rectangles while their bounding box wastes <= MERGE_SLACK."""
+def _seam_cells(rects, ov):
+    """Cells of overlap margin the rectangles would grow into each other if kept apart: each
+    side of one that touches another grows ``ov`` cells along its whole length."""
+    cost = 0
+    for i, a in enumerate(rects):
+        others = [b for j, b in enumerate(rects) if j != i]
+        rows_meet = [b for b in others if a[0] < b[1] and b[0] < a[1]]
+        cols_meet = [b for b in others if a[2] < b[3] and b[2] < a[3]]
+        for side, touching in ((a[1] - a[0], any(b[3] == a[2] for b in rows_meet)),
+                               (a[1] - a[0], any(b[2] == a[3] for b in rows_meet)),
+                               (a[3] - a[2], any(b[1] == a[0] for b in cols_meet)),
+                               (a[3] - a[2], any(b[0] == a[1] for b in cols_meet))):
+            cost += ov * side if touching else 0
+    return cost
+
+
+def _merge_rects(rects, ov=0):
+    """
+    Greedily join neighbouring rectangles while their bounding box wastes <= MERGE_SLACK, or
+    costs no more than the rectangles with the overlap margins (``ov`` cells) that keeping them
+    apart would add.
+    """
     rects = list(rects)
     merged = True
     while merged and len(rects) > 1:
@@ -172,7 +220,9 @@ def _merge_rects(rects):
                 # The slack is measured against all but the largest member: a big window may
                 # take in a small neighbour, but not a wide clean strip on its way to it.
                 areas = sorted(_area(rects[k]) for k in members)
-                if _area(box) - sum(areas) <= MERGE_SLACK * sum(areas[:-1]):
+                waste = _area(box) - sum(areas)
+                if (waste <= MERGE_SLACK * sum(areas[:-1])
+                        or waste <= _seam_cells([rects[k] for k in members], ov)):
                     rects = [r for k, r in enumerate(rects) if k not in members] + [box]
                     merged = True
                     break

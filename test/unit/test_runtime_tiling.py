@@ -58,6 +58,34 @@ def test_half_clean_frame_runs_half_the_pixels():
     assert sum(w.area for w in windows) == 480 * 320
 
 
+def test_stray_cells_beside_a_degraded_region_do_not_pull_clean_cells_in():
+    # The estimator's typical misread on a half-hazy frame: a few cells of the clean half, one
+    # clean column away from the hazy half, inside one of its tiles.
+    degraded = np.zeros((12, 20), bool)
+    degraded[:, 10:] = True
+    degraded[5:7, 8] = True
+    windows = plan_windows(degraded, (768, 1280), CELL, tile_size=256, overlap=64)
+    assert sum(w.area for w in windows) == (12 * 10 + 2) * CELL * CELL
+    assert not covered_cells(windows, degraded.shape)[:, 9].any()
+    assert all(w.margins == (0, 0, 0, 0) for w in windows)  # the two never touch
+    # Whole-frame planning (the GPU's) keeps one window over every degraded cell.
+    whole = plan_windows(degraded, (768, 1280), CELL, tile_size=0, overlap=64)
+    assert [(w.y0, w.x0, w.h, w.w) for w in whole] == [(0, 512, 768, 768)]
+
+
+def test_touching_regions_join_when_their_seams_would_cost_more_than_the_join():
+    degraded = np.zeros((11, 20), bool)
+    degraded[:8, 10:] = True   # 80 cells
+    degraded[8:, 8:] = True    # 36 cells, two columns wider
+    windows = plan_windows(degraded, (704, 1280), CELL, tile_size=256, overlap=64)
+    # Apart, each grows a 64 px margin into the other along its whole touching side:
+    # 80 + 36 + 10 + 12 = 138 cells through the network. Joined: 11 x 12 = 132, no seam.
+    assert [(w.y0, w.x0, w.h, w.w) for w in windows] == [(0, 512, 704, 768)]
+    # Without overlap margins there is nothing to save, and the 16 clean cells stay out.
+    apart = plan_windows(degraded, (704, 1280), CELL, tile_size=256, overlap=0)
+    assert sum(w.area for w in apart) == 116 * CELL * CELL
+
+
 def test_margins_grow_only_into_touching_windows():
     degraded = np.zeros((2, 6), bool)
     degraded[:, :2] = True
