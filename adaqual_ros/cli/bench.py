@@ -5,8 +5,7 @@ For each resolution and backend it times a degraded stream (synthetic weather ov
 frames from $ADAQUAL_ASSETS/data/video/people.mp4, or a synthetic moving scene without assets)
 and the clean stream, stage by stage, and measures peak memory. In the same run it measures three
 ratios: clean / degraded frame cost, adaptive vs full-frame processing of a half-clean frame, and
-quality cache on vs off (the last two timed frame by frame in turn, so drift in the machine's
-speed slows both sides alike). Writes DIR/bench.json and prints a table. Runs unchanged on CUDA.
+quality cache on vs off. Writes DIR/bench.json and prints a table. Runs unchanged on CUDA.
 
     adaqual bench --out bench_out --frames 10 --resolutions 640x480 --backends adaqual,classical
 """
@@ -201,46 +200,30 @@ def run_stream(restorer, frames, stream_id, warmup, qmaps=None):
 
     ``qmaps`` (one per frame) are handed to the restorer instead of estimating quality.
     """
-    return run_side_by_side([restorer], frames, stream_id, warmup, qmaps)[0]
-
-
-def run_side_by_side(restorers, frames, stream_id, warmup, qmaps=None):
-    """
-    Time several restorers on the same frames, frame by frame in turn (the order flips every
-    frame), so a machine whose speed drifts during the run slows them alike: what a ratio
-    between them needs. Returns one run_stream summary per restorer.
-    """
     from adaqual_ros.runtime.device import synchronize
 
+    backend = restorer._runtime.backend
+    plan = getattr(backend, 'plan', None)
     qmaps = qmaps or [None] * len(frames)
     for frame, qmap in zip(frames[:warmup], qmaps):
-        for restorer in restorers:
-            restorer.restore(frame, stream_id, quality_map=qmap)
-    logs = [{'total': [], 'cpu': [], 'processed': [], 'skipped': [], 'hits': [], 'windows': [],
-             'used': set(), 'stages': {k: [] for k in STAGES}} for _ in restorers]
-    for i, (frame, qmap) in enumerate(zip(frames[warmup:], qmaps[warmup:])):
-        order = range(len(restorers)) if i % 2 == 0 else reversed(range(len(restorers)))
-        for k in order:
-            restorer, log = restorers[k], logs[k]
-            plan = getattr(restorer._runtime.backend, 'plan', None)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            result = restorer.restore(frame, stream_id, quality_map=qmap)
-            if plan is not None:
-                synchronize(plan)
-            log['total'].append((time.perf_counter() - start) * 1000.0)
-            log['cpu'].append((time.process_time() - start_cpu) * 1000.0)
-            log['processed'].append(result.processed_fraction)
-            for key in STAGES:
-                log['stages'][key].append(result.timings.get(key, 0.0))
-            log['skipped'].append(result.skipped_fraction)
-            log['hits'].append(bool(result.cache_hit))
-            log['windows'].append(result.windows)
-            log['used'].add(result.backend)
-    return [_summary(restorer, log) for restorer, log in zip(restorers, logs)]
-
-
-def _summary(restorer, log):
-    totals = log['total']
+        restorer.restore(frame, stream_id, quality_map=qmap)
+    totals, stages, skipped, hits, windows = [], {k: [] for k in STAGES}, [], [], []
+    cpu, processed = [], []
+    used = set()
+    for frame, qmap in zip(frames[warmup:], qmaps[warmup:]):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = restorer.restore(frame, stream_id, quality_map=qmap)
+        if plan is not None:
+            synchronize(plan)
+        totals.append((time.perf_counter() - start) * 1000.0)
+        cpu.append((time.process_time() - start_cpu) * 1000.0)
+        processed.append(result.processed_fraction)
+        for key in STAGES:
+            stages[key].append(result.timings.get(key, 0.0))
+        skipped.append(result.skipped_fraction)
+        hits.append(bool(result.cache_hit))
+        windows.append(result.windows)
+        used.add(result.backend)
     ms = float(np.mean(totals))
     return {
         'frames': len(totals),
@@ -249,13 +232,13 @@ def _summary(restorer, log):
         'ms_p50': float(np.percentile(totals, 50)),
         'ms_p90': float(np.percentile(totals, 90)),
         # CPU time of this process: steadier than wall time on a shared machine.
-        'cpu_ms_per_frame': float(np.mean(log['cpu'])),
-        'processed_fraction': float(np.mean(log['processed'])),
-        'ms_by_stage': {k: float(np.mean(v)) for k, v in log['stages'].items()},
-        'skipped_fraction': float(np.mean(log['skipped'])),
-        'cache_hit_rate': float(np.mean(log['hits'])),
-        'windows_per_frame': float(np.mean(log['windows'])),
-        'backend_used': ','.join(sorted(log['used'])),
+        'cpu_ms_per_frame': float(np.mean(cpu)),
+        'processed_fraction': float(np.mean(processed)),
+        'ms_by_stage': {k: float(np.mean(v)) for k, v in stages.items()},
+        'skipped_fraction': float(np.mean(skipped)),
+        'cache_hit_rate': float(np.mean(hits)),
+        'windows_per_frame': float(np.mean(windows)),
+        'backend_used': ','.join(sorted(used)),
         # compile_mode reduce-overhead: graphs torch.compile ran without CUDA graphs so far
         'cudagraph_skips': restorer.stats()['cudagraph_skips'],
     }
@@ -453,7 +436,7 @@ def run(args):
                                                         records['degraded']['cpu_ms_per_frame'])}
             if not args.no_ratios and backend != 'passthrough':
                 detail.update(_side_by_side(base, backend, pipeline, streams, truth,
-                                            args.warmup, (width, height)))
+                                            args.warmup, records['degraded'], (width, height)))
             report['ratio_details'].append(detail)
             restorer.close()
     report['ratios'] = _headline_ratios(report['ratio_details'], backends)
@@ -464,16 +447,15 @@ def run(args):
     return 0
 
 
-def _side_by_side(base, backend, pipeline, streams, truth, warmup, size):
-    """Adaptive vs full-frame on half-clean frames; cache on vs off on the degraded stream; each
-    pair timed frame by frame in turn."""
+def _side_by_side(base, backend, pipeline, streams, truth, warmup, degraded_rec, size):
+    """Adaptive vs full-frame on half-clean frames; cache on vs off on the degraded stream."""
     width, height = size
     tag = f'{width}x{height}'
     adaptive, _ = _restorer(base, backend, pipeline)
     # Full frame: every cell counts as degraded (scores never exceed 5).
     full, _ = _restorer(base, backend, pipeline, skip_threshold=5.01)
-    a, f = run_side_by_side([adaptive, full], streams['half_clean'], f'half-{tag}', warmup,
-                            truth['half_clean'])
+    a = run_stream(adaptive, streams['half_clean'], f'half-{tag}', warmup, truth['half_clean'])
+    f = run_stream(full, streams['half_clean'], f'half-{tag}', warmup, truth['half_clean'])
     adaptive.close()
     full.close()
     out = {
@@ -487,18 +469,16 @@ def _side_by_side(base, backend, pipeline, streams, truth, warmup, size):
     }
     if truth['degraded'] is not None:
         return out  # given maps: there is no estimation for a cache to save
-    cached, _ = _restorer(base, backend, pipeline)
     no_cache, _ = _restorer(base, backend, pipeline,
                             cache=base.cache.__class__(**{**vars(base.cache), 'enabled': False}))
-    on, off = run_side_by_side([cached, no_cache], streams['degraded'], f'degraded-{tag}', warmup)
-    cached.close()
+    off = run_stream(no_cache, streams['degraded'], f'degraded-{tag}', warmup)
     no_cache.close()
     out.update({
-        'cache_speedup': _ratio(off['ms_per_frame'], on['ms_per_frame']),
-        'cache_speedup_cpu': _ratio(off['cpu_ms_per_frame'], on['cpu_ms_per_frame']),
+        'cache_speedup': _ratio(off['ms_per_frame'], degraded_rec['ms_per_frame']),
+        'cache_speedup_cpu': _ratio(off['cpu_ms_per_frame'], degraded_rec['cpu_ms_per_frame']),
         'cache_off_ms': off['ms_per_frame'],
-        'cache_on_ms': on['ms_per_frame'],
-        'cache_on_hit_rate': on['cache_hit_rate'],
+        'cache_on_ms': degraded_rec['ms_per_frame'],
+        'cache_on_hit_rate': degraded_rec['cache_hit_rate'],
     })
     return out
 

@@ -89,23 +89,3 @@ def test_node_knobs_parse_as_the_node_takes_them(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _args(tmp_path, **{'fog-contrast': 'maybe'})
     assert "invalid true/false value: 'maybe'" in capsys.readouterr().err
-
-
-def test_side_by_side_runs_keep_each_restorer_s_own_figures():
-    from adaqual_ros.quality.types import QualityMap
-    from adaqual_ros.runtime import Restorer, RestorerSettings
-
-    sources = bench._synthetic_frames(4)
-    streams, truth = bench.make_streams(sources, (320, 256), 'haze', 0.8, seed=0)
-    settings = RestorerSettings(backend='classical', quality_backend='classical', threads=1)
-    adaptive = Restorer(settings)
-    full = Restorer(RestorerSettings(**{**vars(settings), 'skip_threshold': 5.01}))
-    maps = truth['half_clean']
-    assert all(isinstance(m, QualityMap) for m in maps)
-    a, f = bench.run_side_by_side([adaptive, full], streams['half_clean'], 'half', 1, maps)
-    alone = bench.run_stream(adaptive, streams['half_clean'], 'half-alone', 1, maps)
-    assert a['frames'] == f['frames'] == 3
-    # The half-clean frame's clean half passes through only in the adaptive restorer's figures.
-    assert f['processed_fraction'] == 1.0
-    assert a['processed_fraction'] == alone['processed_fraction'] <= 0.6
-    assert a['skipped_fraction'] >= 0.4 and f['skipped_fraction'] == 0.0
