@@ -4,9 +4,9 @@ Cell-aligned windows over the degraded part of a frame, batched, and blended wit
 The frame is cut into a grid of core tiles (``tile_size`` pixels, a multiple of the quality cell).
 A tile with no degraded cell is never run. Within the remaining tiles, each group of touching
 degraded cells becomes a core, its bounding box; with ``merge`` neighbouring cores join when their
-common bounding box adds little area, or less than the overlap margins that keeping them apart
-would cost (one window for a fully degraded frame: no seams, no overlap work; scattered degraded
-cells stay small windows).
+common bounding box adds little area, or takes no more pixels than the separate windows with the
+overlap margins that keeping them apart adds (one window for a fully degraded frame: no seams, no
+overlap work; scattered degraded cells stay small windows).
 Where two windows touch, each grows by ``overlap`` pixels into the other, and linear feather
 weights blend the overlap. Window origins stay multiples of the cell so ``QualityMap.crop`` is
 exact.
@@ -70,7 +70,7 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
         tile_size (`int`): core tile edge in pixels (multiple of ``cell``); 0 = the whole frame.
         overlap (`int`): pixels a window grows into each touching window (rounded up to cells).
         merge (`bool`): join neighbouring windows when their common bounding box holds little
-            extra area (see MERGE_SLACK) or less than their overlap margins would.
+            extra area (see MERGE_SLACK) or no more than they take apart with their margins.
 
     Returns:
         `list[Window]`, empty when no cell is degraded.
@@ -103,7 +103,7 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
     # fully degraded frame becomes one window.
     ov = math.ceil(overlap / cell)
     if merge and len(shrunk) > 1:
-        shrunk = _merge_rects(shrunk, ov)
+        shrunk = _merge_rects(shrunk, ov, (gh, gw))
     # 3. Grow into touching windows so their seam can be feathered.
     labels = np.full((gh, gw), -1, dtype=np.int64)
     for k, (r0, r1, c0, c1) in enumerate(shrunk):
@@ -179,29 +179,31 @@ def _near(a, b):
     return a[0] <= b[1] and b[0] <= a[1] and a[2] <= b[3] and b[2] <= a[3]
 
 
-def _seam_cells(rects, ov):
-    """Cells of overlap margin the rectangles would grow into each other if kept apart: each
-    side of one that touches another grows ``ov`` cells along its whole length."""
-    cost = 0
-    for i, a in enumerate(rects):
-        others = [b for j, b in enumerate(rects) if j != i]
-        rows_meet = [b for b in others if a[0] < b[1] and b[0] < a[1]]
-        cols_meet = [b for b in others if a[2] < b[3] and b[2] < a[3]]
-        for side, touching in ((a[1] - a[0], any(b[3] == a[2] for b in rows_meet)),
-                               (a[1] - a[0], any(b[2] == a[3] for b in rows_meet)),
-                               (a[3] - a[2], any(b[1] == a[0] for b in cols_meet)),
-                               (a[3] - a[2], any(b[0] == a[1] for b in cols_meet))):
-            cost += ov * side if touching else 0
-    return cost
+def _grown_area(r, others, ov, grid):
+    """Cells a core's window takes (see plan_windows): the core plus ``ov`` cells on each side
+    that touches one of ``others``, clipped to the ``grid`` (gh, gw)."""
+    r0, r1, c0, c1 = r
+    if not ov:
+        return _area(r)
+    rows = [b for b in others if b[0] < r1 and r0 < b[1]]  # beside it, left or right
+    cols = [b for b in others if b[2] < c1 and c0 < b[3]]  # above or below it
+    top = ov if any(b[0] < r0 <= b[1] for b in cols) else 0
+    bottom = ov if any(b[0] <= r1 < b[1] for b in cols) else 0
+    left = ov if any(b[2] < c0 <= b[3] for b in rows) else 0
+    right = ov if any(b[2] <= c1 < b[3] for b in rows) else 0
+    h = min(grid[0], r1 + bottom) - max(0, r0 - top)
+    w = min(grid[1], c1 + right) - max(0, c0 - left)
+    return h * w
 
 
-def _merge_rects(rects, ov=0):
+def _merge_rects(rects, ov=0, grid=None):
     """
     Greedily join neighbouring rectangles while their bounding box wastes <= MERGE_SLACK, or
-    costs no more than the rectangles with the overlap margins (``ov`` cells) that keeping them
-    apart would add.
+    while the joined window takes no more cells than the separate ones with the overlap margins
+    (``ov`` cells, windows clipped to ``grid``) that keeping them apart adds.
     """
     rects = list(rects)
+    grid = grid or (max(r[1] for r in rects), max(r[3] for r in rects))
     merged = True
     while merged and len(rects) > 1:
         merged = False
@@ -220,9 +222,13 @@ def _merge_rects(rects, ov=0):
                 # The slack is measured against all but the largest member: a big window may
                 # take in a small neighbour, but not a wide clean strip on its way to it.
                 areas = sorted(_area(rects[k]) for k in members)
-                waste = _area(box) - sum(areas)
-                if (waste <= MERGE_SLACK * sum(areas[:-1])
-                        or waste <= _seam_cells([rects[k] for k in members], ov)):
+                join = _area(box) - sum(areas) <= MERGE_SLACK * sum(areas[:-1])
+                if not join and ov:
+                    rest = [r for k, r in enumerate(rects) if k not in members]
+                    apart = sum(_grown_area(rects[k], rest + [rects[m] for m in members if m != k],
+                                            ov, grid) for k in members)
+                    join = _grown_area(box, rest, ov, grid) <= apart
+                if join:
                     rects = [r for k, r in enumerate(rects) if k not in members] + [box]
                     merged = True
                     break

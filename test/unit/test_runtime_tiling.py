@@ -86,6 +86,20 @@ def test_touching_regions_join_when_their_seams_would_cost_more_than_the_join():
     assert sum(w.area for w in apart) == 116 * CELL * CELL
 
 
+@pytest.mark.parametrize('tile', [64, 256])
+def test_merging_never_runs_more_pixels_than_keeping_windows_apart(tile):
+    # Joins are judged by the cells each window takes with its overlap margins, against the
+    # windows' other neighbours too: a join that saves a seam must not cost more elsewhere.
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        for share in (0.1, 0.3, 0.5):
+            degraded = rng.random((17, 30)) < share
+            merged = plan_windows(degraded, (1080, 1920), CELL, tile_size=tile, overlap=64)
+            apart = plan_windows(degraded, (1080, 1920), CELL, tile_size=tile, overlap=64,
+                                 merge=False)
+            assert sum(w.area for w in merged) <= sum(w.area for w in apart)
+
+
 def test_margins_grow_only_into_touching_windows():
     degraded = np.zeros((2, 6), bool)
     degraded[:, :2] = True
