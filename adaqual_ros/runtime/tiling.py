@@ -99,8 +99,9 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
             if block.any():
                 shrunk.extend((r0 + a, r0 + b, c0 + c, c0 + d)
                               for a, b, c, d in _cell_groups(block, split=not whole_frame))
-    # 2. Join cores whose common bounding box wastes little: fewer seams, no overlap work, and a
-    # fully degraded frame becomes one window.
+    # 2. Join cores whose common bounding box wastes little, or takes no more than the cores
+    # with the margins they would grow apart: fewer seams, no overlap work, and a fully
+    # degraded frame becomes one window.
     ov = math.ceil(overlap / cell)
     if merge and len(shrunk) > 1:
         shrunk = _merge_rects(shrunk, ov, (gh, gw))
