@@ -35,12 +35,15 @@ class BackendOutput:
         prompts (*optional*): the prompts the model was given (None for prompt-free backends).
         timings (`dict[str, float]`): milliseconds per stage the backend measured itself.
         windows_run (`int`): windows that went through the restorer.
+        pixels_run (`int`, *optional*): pixels the backend ran on, where that is not the
+            windows' area (the classical backend runs on their bounding box).
     """
 
     image: np.ndarray
     prompts: object = None
     timings: dict = field(default_factory=dict)
     windows_run: int = 0
+    pixels_run: int = None
 
 
 def _ms(start):
@@ -167,7 +170,7 @@ class ClassicalBackend(RestorationBackend):
             rgb[y0:y1, x0:x1], quality_map.crop(y0, x0, y1 - y0, x1 - x0), stream.whole_frame,
             settings.fog_contrast)
         return BackendOutput(out, timings={'model': (time.perf_counter() - start) * 1000.0},
-                             windows_run=1)
+                             windows_run=1, pixels_run=(y1 - y0) * (x1 - x0))
 
 
 class AdaQualBackend(RestorationBackend):

@@ -86,8 +86,9 @@ class RestoreResult:
         cache_hit (`bool`, *optional*): whether the quality map came from the cache (None when the
             cache is off or the map was given).
         windows (`int`): windows run through the backend.
-        processed_fraction (`float`): pixels the backend ran on (windows with their overlaps)
-            divided by the frame's pixels; 0 for a skipped frame.
+        processed_fraction (`float`): pixels the backend ran on (windows with their overlaps;
+            the classical backend: their bounding box) divided by the frame's pixels; 0 for a
+            skipped frame.
         oom_retries (`int`): times this frame was retried after the network ran out of memory.
     """
 
@@ -405,7 +406,8 @@ class Restorer:
                             windows, color_order)
         timings['blend'] = _ms(t)
         timings['total'] = _ms(start)
-        processed = sum(w.area for w in windows) / float(height * width)
+        run = output.pixels_run if output.pixels_run is not None else sum(w.area for w in windows)
+        processed = run / float(height * width)
         return self._finish(RestoreResult(image, qmap, prompts, timings, skipped,
                                           runtime.backend.name, cache_hit, len(windows),
                                           processed, retries))

@@ -193,6 +193,19 @@ def test_clean_cells_untouched_and_only_degraded_tiles_run(pipe):
             assert result.processed_fraction == pytest.approx(128 / 320)
 
 
+def test_processed_fraction_is_what_the_backend_ran_on():
+    # Two degraded strips at the outer columns: the network would run on the two windows, the
+    # classical backend runs once on their bounding box (its dehazer needs one airlight).
+    h, w = 128, 1024
+    degraded = np.zeros(grid_shape(h, w, CELL), bool)
+    degraded[:, :2] = degraded[:, -2:] = True
+    frame = haze(scene(h, w))
+    result = Restorer(settings(backend='classical', tile_size=256)).restore(
+        frame, quality_map=qmap_for(h, w, degraded))
+    assert result.windows == 2 and result.processed_fraction == 1.0
+    assert np.array_equal(result.image[:, 128:-128], frame[:, 128:-128])  # still skipped
+
+
 def test_auto_tile_size_is_256_px_tiles_on_the_cpu_and_whole_frames_on_cuda(pipe):
     from adaqual_ros.runtime.settings import AUTO_TILE, CPU_TILE, tile_size_for
 
