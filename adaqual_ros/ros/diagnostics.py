@@ -92,6 +92,7 @@ class FrameStats:
         self._cache_hits = 0
         self._cache_lookups = 0
         self._skipped = deque(maxlen=latency_samples)
+        self._processed = deque(maxlen=latency_samples)
 
     def received(self):
         with self._lock:
@@ -99,7 +100,7 @@ class FrameStats:
             self._in_rate.tick()
 
     def record_published(self, latency_ms=None, timings=None, cache_hit=None,
-                         skipped_fraction=None):
+                         skipped_fraction=None, processed_fraction=None):
         with self._lock:
             self.published += 1
             self._out_rate.tick()
@@ -112,6 +113,8 @@ class FrameStats:
                 self._cache_hits += int(bool(cache_hit))
             if skipped_fraction is not None:
                 self._skipped.append(float(skipped_fraction))
+            if processed_fraction is not None:
+                self._processed.append(float(processed_fraction))
 
     def record_passed_through(self, reason):
         with self._lock:
@@ -156,6 +159,9 @@ class FrameStats:
                 'cache_hit_rate': (self._cache_hits / self._cache_lookups
                                    if self._cache_lookups else None),
                 'skipped_fraction': (float(np.mean(self._skipped)) if self._skipped else None),
+                # the share of the frame the restorer ran on: what its cost follows
+                'processed_fraction': (float(np.mean(self._processed)) if self._processed
+                                       else None),
                 'errors': self.errors,
                 'last_error': self.last_error,
             }

@@ -297,7 +297,8 @@ class RestorationNode(Node):
         self._publish_image(cam, out, listeners)
         self.stats.record_published(
             latency_ms=(time.monotonic() - received) * 1000.0, timings=result.timings,
-            cache_hit=result.cache_hit, skipped_fraction=result.skipped_fraction)
+            cache_hit=result.cache_hit, skipped_fraction=result.skipped_fraction,
+            processed_fraction=result.processed_fraction)
         if result.quality_map is not None:
             try:
                 self._publish_quality(cam, msg.header, image, result, listeners)
@@ -423,6 +424,7 @@ class RestorationNode(Node):
                        'grid': list(qmap.scores.shape), 'backend': result.backend,
                        'cache_hit': result.cache_hit,
                        'skipped_fraction': _num(result.skipped_fraction),
+                       'processed_fraction': _num(result.processed_fraction),
                        'scores': np.round(qmap.scores, 3).tolist(),
                        'timings_ms': {k: _num(v) for k, v in (result.timings or {}).items()}}
             if qmap.skip_scores is not None:

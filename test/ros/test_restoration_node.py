@@ -148,7 +148,7 @@ def test_frame_stats_account_for_every_frame_and_report_percentiles():
         stats.received()
     for ms in (10.0, 20.0, 30.0):
         stats.record_published(latency_ms=ms, timings={'model': ms}, cache_hit=ms > 15,
-                               skipped_fraction=0.5)
+                               skipped_fraction=0.5, processed_fraction=ms / 60.0)
     stats.record_passed_through('disabled')
     stats.record_dropped('stale')
     snap = stats.snapshot()
@@ -157,6 +157,7 @@ def test_frame_stats_account_for_every_frame_and_report_percentiles():
     assert snap['dropped.stale'] == 1 and snap['passed_through.disabled'] == 1
     assert snap['latency_p50_ms'] == 20.0 and 28.0 < snap['latency_p95_ms'] <= 30.0
     assert snap['cache_hit_rate'] == pytest.approx(2 / 3)
+    assert snap['skipped_fraction'] == 0.5 and snap['processed_fraction'] == pytest.approx(1 / 3)
     meter = RateMeter(window_s=2.0)
     for i in range(20):
         meter.tick(now=100.0 + i * 0.1)
@@ -329,6 +330,7 @@ def test_restored_frames_keep_header_and_match_the_runtime(spawn, probe_factory,
     assert len(payload['prompts']['local']) == grid[0]
     # a 320x240 frame is inside the estimator's local context window: one read
     assert expected.quality_map.skip_scores is None and 'skip_scores' not in payload
+    assert payload['processed_fraction'] == pytest.approx(expected.processed_fraction, abs=1e-3)
 
     # Other encodings go out as they came in: same encoding, size, stamp and frame_id.
     for index, encoding in enumerate(('mono8', 'rgb16', 'yuv422', 'bayer_rggb8')):
