@@ -43,6 +43,7 @@ from adaqual_ros.runtime.settings import (
     CacheSettings,
     RestorerSettings,
     tile_size_for,
+    window_bucket_for,
 )
 from adaqual_ros.runtime.tiling import plan_windows, skip_alpha
 
@@ -382,7 +383,8 @@ class Restorer:
             else:
                 windows = plan_windows(degraded, (height, width), qmap.cell,
                                        _tile_size(tiling.tile_size, qmap.cell),
-                                       tiling.tile_overlap, tiling.merge_tiles)
+                                       tiling.tile_overlap, tiling.merge_tiles,
+                                       window_bucket_for(runtime.backend.device, qmap.cell))
             timings['convert'] += _ms(t)
             t = time.perf_counter()
             try:

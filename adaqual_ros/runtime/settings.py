@@ -40,6 +40,21 @@ AUTO_TILE = -1
 CPU_TILE = 256
 
 
+# On a GPU a window of a shape the process has not run yet cost about 300 ms (an H200, the small
+# model, eager: docs/RESULTS.md, "GPU: the next session's plan"), and partly clean frames change
+# their windows' shapes from frame to frame: there windows grow to multiples of this many pixels
+# so their shapes repeat. On the CPU every pixel costs, so windows stay as planned.
+CUDA_WINDOW_BUCKET = 256
+
+
+def window_bucket_for(device, cell):
+    """The window size multiple to plan with (tiling.plan_windows' ``bucket``): CUDA_WINDOW_BUCKET
+    (rounded up to the cell) on CUDA, 0 (off) elsewhere."""
+    if not getattr(device, 'type', str(device)).startswith('cuda'):
+        return 0
+    return -(-CUDA_WINDOW_BUCKET // int(cell)) * int(cell)
+
+
 def tile_size_for(tile_size, device):
     """The tile edge to plan with: ``tile_size`` itself unless it is AUTO_TILE (-1), which
     means whole frames (0) on CUDA and CPU_TILE elsewhere."""

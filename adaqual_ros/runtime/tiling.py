@@ -59,7 +59,7 @@ def _check(cell, tile_size, overlap):
         raise ValueError(f'overlap must be >= 0, got {overlap}')
 
 
-def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=True):
+def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=True, bucket=0):
     """
     Windows that cover every degraded cell, and nothing that is not needed.
 
@@ -71,6 +71,9 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
         overlap (`int`): pixels a window grows into each touching window (rounded up to cells).
         merge (`bool`): join neighbouring windows when their common bounding box holds little
             extra area (see MERGE_SLACK) or no more than they take apart with their margins.
+        bucket (`int`): grow each window (cores unchanged) to a multiple of this many pixels,
+            or to the frame's edge, so window shapes repeat from frame to frame (a GPU sets up
+            its convolutions once per shape); 0 = off.
 
     Returns:
         `list[Window]`, empty when no cell is degraded.
@@ -123,12 +126,25 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
         core_h, core_w = min(r1 * cell, height) - core_y0, min(c1 * cell, width) - core_x0
         y0, x0 = wr0 * cell, wc0 * cell
         h, w = min(wr1 * cell, height) - y0, min(wc1 * cell, width) - x0
+        if bucket:
+            y0, h = _bucketed(y0, h, height, bucket, cell)
+            x0, w = _bucketed(x0, w, width, bucket, cell)
         margins = (core_y0 - y0, y0 + h - core_y0 - core_h,
                    core_x0 - x0, x0 + w - core_x0 - core_w)
         windows.append(Window(int(y0), int(x0), int(h), int(w),
                               tuple(int(v) for v in (core_y0, core_x0, core_h, core_w)),
                               tuple(int(v) for v in margins)))
     return windows
+
+
+def _bucketed(start, size, limit, bucket, cell):
+    """(start, size) grown to a multiple of ``bucket`` (or to ``limit``), the start kept on the
+    cell grid; a span cut by the frame's end ends there, so its size still repeats."""
+    target = min(limit, -(-size // bucket) * bucket)
+    if start + target <= limit:
+        return start, target
+    start = max(0, (limit - target) // cell * cell)
+    return start, limit - start
 
 
 def _cell_groups(block, split=True):

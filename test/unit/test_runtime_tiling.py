@@ -285,3 +285,38 @@ def test_scattered_cells_stay_small_and_merging_is_fast():
     for tile in (64, 256):
         plan_windows(mask, (1080, 1920), CELL, tile_size=tile)
     assert time.perf_counter() - start < 2.0
+
+
+def test_bucketed_windows_repeat_their_shapes_and_keep_their_cores():
+    from adaqual_ros.runtime.settings import window_bucket_for
+
+    assert window_bucket_for('cpu', CELL) == 0
+    assert window_bucket_for('cuda:0', CELL) == 256 and window_bucket_for('cuda', 48) == 288
+    rng = np.random.default_rng(3)
+    h, w = 720, 1280
+    shapes = set()
+    for _ in range(20):
+        degraded = np.zeros(grid_shape(h, w, CELL), bool)
+        for _ in range(int(rng.integers(1, 4))):  # a few regions of random size and place
+            r, c = int(rng.integers(0, 12)), int(rng.integers(0, 20))
+            degraded[r:r + int(rng.integers(1, 6)), c:c + int(rng.integers(1, 9))] = True
+        plain = plan_windows(degraded, (h, w), CELL, tile_size=0)
+        grown = plan_windows(degraded, (h, w), CELL, tile_size=0, bucket=256)
+        assert [p.core for p in plain] == [g.core for g in grown]
+        for win in grown:
+            cy, cx, ch, cw = win.core
+            assert win.y0 % CELL == 0 and win.x0 % CELL == 0
+            assert win.y0 <= cy and cy + ch <= win.y0 + win.h <= h
+            assert win.x0 <= cx and cx + cw <= win.x0 + win.w <= w
+            # a multiple of the bucket, or the span that ends at the frame's edge
+            assert win.h % 256 == 0 or win.y0 + win.h == h
+            assert win.w % 256 == 0 or win.x0 + win.w == w
+            shapes.add((win.h, win.w))
+    # Twenty frames of changing damage, a handful of shapes (the GPU sets each up once).
+    assert len(shapes) <= 12
+    frame = rng.integers(0, 255, (h, w, 3)).astype(np.float32)
+    degraded = np.zeros(grid_shape(h, w, CELL), bool)
+    degraded[2:4, 3:5] = True
+    out = run_windows(frame, plan_windows(degraded, (h, w), CELL, tile_size=0, bucket=256),
+                      lambda wins, batch: batch + 1.0)
+    assert np.array_equal(out[128:256, 192:320], frame[128:256, 192:320] + 1.0)
