@@ -36,6 +36,8 @@ OPTIONS = (
     ('--quality-context', 'quality_context', int,
      "px: the learned estimator's local read that picks which cells of a frame not restored "
      "whole pass (0 = the whole-frame read only)"),
+    ('--window-bucket', 'window_bucket', int,
+     'px: grow model windows to multiples of this so their shapes repeat (GPU; 0 = off)'),
 )
 
 

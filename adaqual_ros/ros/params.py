@@ -151,6 +151,12 @@ def _check_tile(value):
     return f'tile_size must be -1 (auto), 0 (whole frame) or a multiple of 64, got {value}'
 
 
+def _check_bucket(value):
+    if value % 64 == 0:
+        return None
+    return f'window_bucket must be 0 (off) or a multiple of 64, got {value}'
+
+
 def _check_cameras(value):
     """'' (one stream on the node's own topics) or distinct relative names like 'front,rear'."""
     names = parse_cameras(value)
@@ -233,6 +239,11 @@ RESTORATION_PARAMS = (
               '0 = whole frame (one network call); -1 = auto: whole frames on CUDA (the faster '
               'choice there), 256 px tiles on the CPU', (-1, 4096), check=_check_tile,
               choices_note='-1, 0 or a multiple of 64 up to 4096'),
+    ParamSpec('window_bucket', _DEFAULTS.window_bucket,
+              'Grow each model window to a multiple of this many pixels (or to the frame edge) '
+              'so window shapes repeat from frame to frame: for GPUs, where a window shape not '
+              'run before costs about 300 ms; 0 = off (a CPU only pays for the extra pixels)',
+              (0, 4096), check=_check_bucket, choices_note='0 or a multiple of 64 up to 4096'),
     ParamSpec('quality_backend', _DEFAULTS.quality_backend,
               'Quality estimator: learned (shipped small net), classical (no weights) or deqa',
               QUALITY_BACKENDS),
@@ -390,7 +401,7 @@ def settings_from_params(values, base=None):
     changes = {key: get(key, getattr(base, key)) for key in (
         'backend', 'model_path', 'device', 'half', 'compile', 'compile_mode', 'steps',
         'skip_threshold', 'skip_margin', 'whole_frame_share', 'residual_guide',
-        'fog_contrast', 'tile_size',
+        'fog_contrast', 'tile_size', 'window_bucket',
         'quality_backend', 'quality_model_path', 'quality_context', 'threads', 'on_error',
         'fallback_to_classical', 'seed')}
     return base.with_changes(cache=cache, **changes)

@@ -43,7 +43,6 @@ from adaqual_ros.runtime.settings import (
     CacheSettings,
     RestorerSettings,
     tile_size_for,
-    window_bucket_for,
 )
 from adaqual_ros.runtime.tiling import plan_windows, skip_alpha
 
@@ -206,7 +205,7 @@ def validate_settings(settings):
     if settings.tile_size < AUTO_TILE:
         raise ValueError(f'tile_size must be >= 0 (0 = whole frame) or -1 (auto), got '
                          f'{settings.tile_size}')
-    for name in ('tile_overlap', 'blend_ramp', 'threads'):
+    for name in ('tile_overlap', 'blend_ramp', 'threads', 'window_bucket'):
         if getattr(settings, name) < 0:
             raise ValueError(f'{name} must be >= 0, got {getattr(settings, name)}')
     if settings.tile_batch < 1:
@@ -384,7 +383,7 @@ class Restorer:
                 windows = plan_windows(degraded, (height, width), qmap.cell,
                                        _tile_size(tiling.tile_size, qmap.cell),
                                        tiling.tile_overlap, tiling.merge_tiles,
-                                       window_bucket_for(runtime.backend.device, qmap.cell))
+                                       _tile_size(tiling.window_bucket, qmap.cell))
             timings['convert'] += _ms(t)
             t = time.perf_counter()
             try:

@@ -40,21 +40,6 @@ AUTO_TILE = -1
 CPU_TILE = 256
 
 
-# On a GPU a window of a shape the process has not run yet cost about 300 ms (an H200, the small
-# model, eager: docs/RESULTS.md, "GPU: the next session's plan"), and partly clean frames change
-# their windows' shapes from frame to frame: there windows grow to multiples of this many pixels
-# so their shapes repeat. On the CPU every pixel costs, so windows stay as planned.
-CUDA_WINDOW_BUCKET = 256
-
-
-def window_bucket_for(device, cell):
-    """The window size multiple to plan with (tiling.plan_windows' ``bucket``): CUDA_WINDOW_BUCKET
-    (rounded up to the cell) on CUDA, 0 (off) elsewhere."""
-    if not getattr(device, 'type', str(device)).startswith('cuda'):
-        return 0
-    return -(-CUDA_WINDOW_BUCKET // int(cell)) * int(cell)
-
-
 def tile_size_for(tile_size, device):
     """The tile edge to plan with: ``tile_size`` itself unless it is AUTO_TILE (-1), which
     means whole frames (0) on CUDA and CPU_TILE elsewhere."""
@@ -107,6 +92,11 @@ class RestorerSettings:
         tile_overlap (`int`): pixels two touching tiles share for a seamless blend (rounded up to
             a multiple of the quality cell).
         tile_batch (`int`): most tiles per network call.
+        window_bucket (`int`): grow each window (not its core) to a multiple of this many pixels
+            or to the frame's edge, so window shapes repeat from frame to frame: on a GPU a
+            shape not run before cost about 300 ms (docs/RESULTS.md, "GPU: the next session's
+            plan"); 0 = off (the default; unmeasured on a GPU so far, and on a CPU it only adds
+            pixels).
         merge_tiles (`bool`): join touching degraded tiles into larger windows (fewer seams and
             no overlap work; a fully degraded frame runs as one window).
         blend_ramp (`int`): pixels over which restored regions fade into skipped ones.
@@ -150,6 +140,7 @@ class RestorerSettings:
     seed: int = 0
     tile_overlap: int = 64
     tile_batch: int = 4
+    window_bucket: int = 0
     merge_tiles: bool = True
     blend_ramp: int = 16
     channels_last: bool = True

@@ -206,6 +206,23 @@ def test_processed_fraction_is_what_the_backend_ran_on():
     assert np.array_equal(result.image[:, 128:-128], frame[:, 128:-128])  # still skipped
 
 
+def test_window_bucket_grows_windows_but_leaves_clean_cells_alone(pipe):
+    h, w = 320, 640
+    degraded = np.zeros(grid_shape(h, w, CELL), bool)
+    degraded[1:3, 2:4] = True  # a 128 px square
+    frame = haze(scene(h, w))
+    plain, grown = (Restorer(settings(backend='adaqual', tile_size=0, window_bucket=b),
+                             pipeline=pipe).restore(frame, quality_map=qmap_for(h, w, degraded))
+                    for b in (0, 256))
+    assert plain.processed_fraction == pytest.approx(128 * 128 / (h * w))
+    assert grown.processed_fraction == pytest.approx(256 * 256 / (h * w))
+    clean = np.repeat(np.repeat(~degraded, CELL, 0), CELL, 1)[:h, :w]
+    assert np.array_equal(grown.image[clean], frame[clean])
+    assert not np.array_equal(grown.image[~clean], frame[~clean])
+    with pytest.raises(ValueError, match='window_bucket'):
+        Restorer(settings(backend='classical', window_bucket=-64))
+
+
 def test_auto_tile_size_is_256_px_tiles_on_the_cpu_and_whole_frames_on_cuda(pipe):
     from adaqual_ros.runtime.settings import AUTO_TILE, CPU_TILE, tile_size_for
 

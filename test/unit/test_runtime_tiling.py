@@ -288,10 +288,6 @@ def test_scattered_cells_stay_small_and_merging_is_fast():
 
 
 def test_bucketed_windows_repeat_their_shapes_and_keep_their_cores():
-    from adaqual_ros.runtime.settings import window_bucket_for
-
-    assert window_bucket_for('cpu', CELL) == 0
-    assert window_bucket_for('cuda:0', CELL) == 256 and window_bucket_for('cuda', 48) == 288
     rng = np.random.default_rng(3)
     h, w = 720, 1280
     shapes = set()
