@@ -109,19 +109,10 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
     if merge and len(shrunk) > 1:
         shrunk = _merge_rects(shrunk, ov, (gh, gw))
     # 3. Grow into touching windows so their seam can be feathered.
-    labels = np.full((gh, gw), -1, dtype=np.int64)
-    for k, (r0, r1, c0, c1) in enumerate(shrunk):
-        labels[r0:r1, c0:c1] = k
     windows = []
-    for k, (r0, r1, c0, c1) in enumerate(shrunk):
-        def touches(strip):
-            return bool(((strip >= 0) & (strip != k)).any())  # noqa: B023 - used immediately
-        top = ov if ov and r0 > 0 and touches(labels[r0 - 1, c0:c1]) else 0
-        bottom = ov if ov and r1 < gh and touches(labels[r1, c0:c1]) else 0
-        left = ov if ov and c0 > 0 and touches(labels[r0:r1, c0 - 1]) else 0
-        right = ov if ov and c1 < gw and touches(labels[r0:r1, c1]) else 0
-        wr0, wr1 = max(0, r0 - top), min(gh, r1 + bottom)
-        wc0, wc1 = max(0, c0 - left), min(gw, c1 + right)
+    for k, rect in enumerate(shrunk):
+        r0, r1, c0, c1 = rect
+        wr0, wr1, wc0, wc1 = _grown(rect, shrunk[:k] + shrunk[k + 1:], ov, (gh, gw))
         core_y0, core_x0 = r0 * cell, c0 * cell
         core_h, core_w = min(r1 * cell, height) - core_y0, min(c1 * cell, width) - core_x0
         y0, x0 = wr0 * cell, wc0 * cell
@@ -196,31 +187,33 @@ def _near(a, b):
     return a[0] <= b[1] and b[0] <= a[1] and a[2] <= b[3] and b[2] <= a[3]
 
 
-def _grown_area(r, others, ov, grid):
-    """Cells a core's window takes (see plan_windows): the core plus ``ov`` cells on each side
-    that touches one of ``others``, clipped to the ``grid`` (gh, gw)."""
+def _grown(r, others, ov, grid):
+    """The window (r0, r1, c0, c1) of core ``r``: ``ov`` cells more on each side that touches one
+    of ``others`` (the row or column just outside it meets one), clipped to the ``grid``."""
     r0, r1, c0, c1 = r
     if not ov:
-        return _area(r)
+        return r
     rows = [b for b in others if b[0] < r1 and r0 < b[1]]  # beside it, left or right
     cols = [b for b in others if b[2] < c1 and c0 < b[3]]  # above or below it
     top = ov if any(b[0] < r0 <= b[1] for b in cols) else 0
     bottom = ov if any(b[0] <= r1 < b[1] for b in cols) else 0
     left = ov if any(b[2] < c0 <= b[3] for b in rows) else 0
     right = ov if any(b[2] <= c1 < b[3] for b in rows) else 0
-    h = min(grid[0], r1 + bottom) - max(0, r0 - top)
-    w = min(grid[1], c1 + right) - max(0, c0 - left)
-    return h * w
+    return max(0, r0 - top), min(grid[0], r1 + bottom), max(0, c0 - left), min(grid[1], c1 + right)
 
 
-def _merge_rects(rects, ov=0, grid=None):
+def _grown_area(r, others, ov, grid):
+    """Cells the window of core ``r`` takes (see _grown)."""
+    return _area(_grown(r, others, ov, grid))
+
+
+def _merge_rects(rects, ov, grid):
     """
     Greedily join neighbouring rectangles while their bounding box wastes <= MERGE_SLACK, or
     while the joined window takes no more cells than the separate ones with the overlap margins
     (``ov`` cells, windows clipped to ``grid``) that keeping them apart adds.
     """
     rects = list(rects)
-    grid = grid or (max(r[1] for r in rects), max(r[3] for r in rects))
     merged = True
     while merged and len(rects) > 1:
         merged = False
