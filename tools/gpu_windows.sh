@@ -1,8 +1,10 @@
 #!/bin/bash
-# The GPU window question (docs/RESULTS.md, "GPU: the next session's plan", step 1): adaptive
+# The GPU window question (docs/RESULTS.md, "GPU: window shapes"; run 2026-11-28): adaptive
 # processing with window_bucket 0 (the default) and 256, alternated twice in one call, on
-# half-clean / clean / degraded 1280x720 frames. Needs .gpu/ (tools/gpu_prepare.sh; carry it).
-# Results: $OUT/windows.tgz (bench.json + log per run). Local smoke test:
+# half-clean / clean / degraded 1280x720 frames; first tools/gpu_shapes.py (what a window shape
+# not run before costs, and where), last one pair with a long warm-up (the shapes a stream
+# settles into). Needs .gpu/ (tools/gpu_prepare.sh; carry it).
+# Results: $OUT/windows.tgz (bench.json + log per run, shapes/). Local smoke test:
 #   DEVICE=cpu FRAMES=2 WARMUP=1 RES=320x240 OUT=/tmp/o bash tools/gpu_windows.sh
 set -u
 OUT=${OUT:-/tmp/gpu_out}
@@ -10,14 +12,28 @@ DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT" runs
 . tools/gpu_env.sh "$OUT/device.txt"
 R=$PWD/runs
+echo "== shapes"
+timeout 150 $PY tools/gpu_shapes.py $R/win_shapes > $R/win_shapes.log 2>&1
+grep -E 'cudnn=|Self' $R/win_shapes.log
+# tile_size -1 (AUTO: one window on CUDA) with and without buckets, and 256 px tiles with them
 for round in 1 2; do
-  for bucket in 0 256; do
-    name=win_b${bucket}_r$round
+  for config in -1:0 -1:256 256:256; do
+    tile=${config%:*} bucket=${config#*:}
+    name=win_t${tile}_b${bucket}_r$round
     timeout 150 $PY -m adaqual_ros.cli.main bench --device $DEVICE --backends adaqual \
       --resolutions ${RES:-1280x720} --frames ${FRAMES:-24} --warmup ${WARMUP:-8} --threads 4 \
-      --window-bucket $bucket --out $R/$name > $R/$name.log 2>&1
-    echo "== bucket $bucket, round $round"
+      --tile-size $tile --window-bucket $bucket --out $R/$name > $R/$name.log 2>&1
+    echo "== tile_size $tile, bucket $bucket, round $round"
     grep -v Loading $R/$name.log | grep -E 'adaqual +(degraded|clean)|speedup'
   done
 done
-tar czf "$OUT/windows.tgz" -C $R $(cd $R && ls -d win_b*)
+for bucket in 0 256; do
+  name=win_b${bucket}_long
+  timeout 150 $PY -m adaqual_ros.cli.main bench --device $DEVICE --backends adaqual \
+    --resolutions ${RES:-1280x720} --frames ${FRAMES:-24} --warmup ${LONG_WARMUP:-48} --threads 4 \
+    --window-bucket $bucket --out $R/$name > $R/$name.log 2>&1
+  echo "== bucket $bucket, warm-up ${LONG_WARMUP:-48}"
+  grep -v Loading $R/$name.log | grep -E 'adaqual +(degraded|clean)|speedup'
+done
+cp $R/win_shapes.log $R/win_shapes/profile.txt "$OUT/" 2>/dev/null
+tar czf "$OUT/windows.tgz" -C $R $(cd $R && ls -d win_*)

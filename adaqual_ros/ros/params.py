@@ -148,7 +148,7 @@ def _check_device(value):
 def _check_tile(value):
     if value in (_settings.AUTO_TILE, 0) or value % 64 == 0:
         return None
-    return f'tile_size must be -1 (auto), 0 (whole frame) or a multiple of 64, got {value}'
+    return f'tile_size must be -1 (auto), 0 (one window) or a multiple of 64, got {value}'
 
 
 def _check_bucket(value):
@@ -236,13 +236,15 @@ RESTORATION_PARAMS = (
               'confidence 0.25; less faithful to the scene'),
     ParamSpec('tile_size', _DEFAULTS.tile_size,
               'Tile edge in pixels for model inference, a multiple of the 64 px quality cell; '
-              '0 = whole frame (one network call); -1 = auto: whole frames on CUDA (the faster '
-              'choice there), 256 px tiles on the CPU', (-1, 4096), check=_check_tile,
+              '0 = one window over the degraded cells; -1 = auto: on CUDA the whole frame '
+              'whenever any cell is degraded (one input shape per camera: a new shape costs '
+              'about 1 s there), 256 px tiles on the CPU', (-1, 4096), check=_check_tile,
               choices_note='-1, 0 or a multiple of 64 up to 4096'),
     ParamSpec('window_bucket', _DEFAULTS.window_bucket,
               'Grow each model window to a multiple of this many pixels (or to the frame edge) '
               'so window shapes repeat from frame to frame: for GPUs, where a window shape not '
-              'run before costs about 300 ms; 0 = off (a CPU only pays for the extra pixels)',
+              'run before costs about 1 s (used with an explicit tile_size); 0 = off (a CPU '
+              'only pays for the extra pixels)',
               (0, 4096), check=_check_bucket, choices_note='0 or a multiple of 64 up to 4096'),
     ParamSpec('quality_backend', _DEFAULTS.quality_backend,
               'Quality estimator: learned (shipped small net), classical (no weights) or deqa',

@@ -43,6 +43,7 @@ from adaqual_ros.runtime.settings import (
     CacheSettings,
     RestorerSettings,
     tile_size_for,
+    whole_frames_for,
 )
 from adaqual_ros.runtime.tiling import plan_windows, skip_alpha
 
@@ -203,7 +204,7 @@ def validate_settings(settings):
         raise ValueError(f'whole_frame_share must be in (0, 1] (1 = off), got '
                          f'{settings.whole_frame_share}')
     if settings.tile_size < AUTO_TILE:
-        raise ValueError(f'tile_size must be >= 0 (0 = whole frame) or -1 (auto), got '
+        raise ValueError(f'tile_size must be >= 0 (0 = one window) or -1 (auto), got '
                          f'{settings.tile_size}')
     for name in ('tile_overlap', 'blend_ramp', 'threads', 'window_bucket'):
         if getattr(settings, name) < 0:
@@ -375,7 +376,10 @@ class Restorer:
             t = time.perf_counter()
             tiling = runtime.limits.apply(settings.with_changes(
                 tile_size=tile_size_for(settings.tile_size, runtime.backend.device)))
-            if runtime.backend.whole_frames and not runtime.limits.tile:
+            whole = runtime.backend.whole_frames or (
+                runtime.backend.uses_network
+                and whole_frames_for(settings.tile_size, runtime.backend.device))
+            if whole and not runtime.limits.tile:
                 # Clean cells still pass through bit-identical: the skip blend keeps them.
                 windows = plan_windows(np.ones_like(degraded), (height, width), qmap.cell, 0,
                                        tiling.tile_overlap, True)
@@ -505,7 +509,7 @@ class Restorer:
         out['requested_backend'] = runtime.settings.backend
         out['device'] = str(runtime.backend.device)
         out['note'] = '; '.join(n for n in (runtime.note, runtime.memory_note) if n)
-        # the tile edge planned with (auto resolved for the device; 0 = whole frames)
+        # the tile edge planned with (auto resolved for the device; 0 = one window)
         out['tile_size'] = tile_size_for(runtime.settings.tile_size, runtime.backend.device)
         out['tile_cap'] = runtime.limits.tile
         out['tile_batch_cap'] = runtime.limits.batch

@@ -35,17 +35,30 @@ STREAM_SETTINGS = ('skip_threshold', 'skip_margin', 'whole_frame_share')
 
 AUTO_TILE = -1
 # Measured with `adaqual bench`: on the 2-core CPU 256 px tiles beat 128 px tiles on half-clean
-# frames (tiles confine the work to the degraded part); on a GPU one whole-frame window was 3-6x
-# faster than 256 px tiles on partly clean frames (many small windows are launch-bound there).
+# frames (tiles confine the work to the degraded part). On a GPU the whole frame is the network's
+# one window whenever any cell is degraded: there the first call of a window shape costs
+# 0.8-1.1 s (cuDNN's per-shape set-up; an H200, docs/RESULTS.md, "GPU: window shapes"), a
+# repeated one 31-37 ms whatever its size (the small model is launch-bound), and the windows of
+# partly clean frames change shape from frame to frame.
 CPU_TILE = 256
+
+
+def _is_cuda(device):
+    return getattr(device, 'type', str(device)).startswith('cuda')
 
 
 def tile_size_for(tile_size, device):
     """The tile edge to plan with: ``tile_size`` itself unless it is AUTO_TILE (-1), which
-    means whole frames (0) on CUDA and CPU_TILE elsewhere."""
+    means one window (0) on CUDA (`whole_frames_for`: the whole frame) and CPU_TILE elsewhere."""
     if int(tile_size) != AUTO_TILE:
         return int(tile_size)
-    return 0 if getattr(device, 'type', str(device)).startswith('cuda') else CPU_TILE
+    return 0 if _is_cuda(device) else CPU_TILE
+
+
+def whole_frames_for(tile_size, device):
+    """Whether a frame with any degraded cell runs as one whole-frame window (one input shape
+    per camera): AUTO_TILE on CUDA. Clean cells still pass through bit-identical (skip blend)."""
+    return int(tile_size) == AUTO_TILE and _is_cuda(device)
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,9 @@ class RestorerSettings:
             degraded reads on a clean frame do not); 1.0 = off. 0.7 keeps a half-clean frame
             adaptive (the estimator reads 40-57 % of its cells as degraded). After a frame
             restored whole, a stream stays whole down to this minus WHOLE_FRAME_HYSTERESIS.
-        tile_size (`int`): tile edge in pixels (rounded up to the quality cell); 0 = the whole
-            frame; -1 (AUTO_TILE) = whole frames on CUDA, CPU_TILE px tiles elsewhere.
+        tile_size (`int`): tile edge in pixels (rounded up to the quality cell); 0 = one window
+            over every degraded cell of the frame; -1 (AUTO_TILE) = the whole frame on CUDA
+            whenever any cell is degraded (`whole_frames_for`), CPU_TILE px tiles elsewhere.
         quality_backend (`str`): one of QUALITY_BACKENDS.
         quality_model_path (`str`, *optional*): weights of the estimator ('learned' or 'deqa');
             empty with 'learned' = for the adaqual backend the estimator trained with the model
@@ -94,9 +108,9 @@ class RestorerSettings:
         tile_batch (`int`): most tiles per network call.
         window_bucket (`int`): grow each window (not its core) to a multiple of this many pixels
             or to the frame's edge, so window shapes repeat from frame to frame: on a GPU a
-            shape not run before cost about 300 ms (docs/RESULTS.md, "GPU: the next session's
-            plan"); 0 = off (the default; unmeasured on a GPU so far, and on a CPU it only adds
-            pixels).
+            shape not run before costs about 1 s (docs/RESULTS.md, "GPU: window shapes"); for an
+            explicit tile_size on a GPU (auto runs whole frames there). 0 = off (the default; it
+            did not pay on an H200, and on a CPU it only adds pixels).
         merge_tiles (`bool`): join touching degraded tiles into larger windows (fewer seams and
             no overlap work; a fully degraded frame runs as one window).
         blend_ramp (`int`): pixels over which restored regions fade into skipped ones.

@@ -67,7 +67,8 @@ def plan_windows(degraded, image_size, cell, tile_size=256, overlap=64, merge=Tr
         degraded (`np.ndarray` bool, (grid_h, grid_w)): cells to restore.
         image_size (`tuple[int, int]`): (H, W) of the frame.
         cell (`int`): quality-map cell size in pixels.
-        tile_size (`int`): core tile edge in pixels (multiple of ``cell``); 0 = the whole frame.
+        tile_size (`int`): core tile edge in pixels (multiple of ``cell``); 0 = one tile, the
+            whole frame (one window over all its degraded cells).
         overlap (`int`): pixels a window grows into each touching window (rounded up to cells).
         merge (`bool`): join neighbouring windows when their common bounding box holds little
             extra area (see MERGE_SLACK) or no more than they take apart with their margins.

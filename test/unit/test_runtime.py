@@ -224,12 +224,18 @@ def test_window_bucket_grows_windows_but_leaves_clean_cells_alone(pipe):
 
 
 def test_auto_tile_size_is_256_px_tiles_on_the_cpu_and_whole_frames_on_cuda(pipe):
-    from adaqual_ros.runtime.settings import AUTO_TILE, CPU_TILE, tile_size_for
+    from adaqual_ros.runtime.settings import AUTO_TILE, CPU_TILE, tile_size_for, whole_frames_for
 
     assert RestorerSettings().tile_size == AUTO_TILE
     assert tile_size_for(AUTO_TILE, torch.device('cpu')) == CPU_TILE == 256
     assert tile_size_for(AUTO_TILE, torch.device('cuda', 1)) == 0
     assert tile_size_for(128, torch.device('cuda')) == 128  # an explicit size is kept
+    # Only auto on CUDA runs whole frames; an explicit 0 there is one window over the damage.
+    assert whole_frames_for(AUTO_TILE, torch.device('cuda', 1))
+    assert whole_frames_for(AUTO_TILE, 'cuda:0')
+    assert not whole_frames_for(AUTO_TILE, torch.device('cpu'))
+    assert not whole_frames_for(0, torch.device('cuda'))
+    assert not whole_frames_for(256, torch.device('cuda'))
     # On the CPU auto plans exactly what 256 px tiles plan: a 1024 px wide frame degraded in its
     # outer columns runs as two windows, the clean middle is never run.
     h, w = 128, 1024
@@ -666,6 +672,20 @@ def _half_degraded(h=128, w=192):
     degraded = np.zeros(grid_shape(h, w, CELL), bool)
     degraded[:, 2:] = True
     return haze(scene(h, w)), qmap_for(h, w, degraded)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_auto_tiles_on_cuda_run_the_whole_frame_and_clean_cells_stay_untouched():
+    # One input shape per camera on a GPU, where every new window shape costs cuDNN set-up.
+    frame, qmap = _half_degraded()
+    restorer = Restorer(settings(backend='adaqual', device='cuda'), pipeline=random_pipeline(3))
+    result = restorer.restore(frame, quality_map=qmap)
+    assert result.windows == 1 and result.processed_fraction == 1.0
+    assert np.array_equal(result.image[:, :128], frame[:, :128])
+    assert not np.array_equal(result.image[:, 128:], frame[:, 128:])
+    explicit = Restorer(settings(backend='adaqual', device='cuda', tile_size=0),
+                        pipeline=random_pipeline(3)).restore(frame, quality_map=qmap)
+    assert explicit.windows == 1 and explicit.processed_fraction < 1.0  # around the damage only
 
 
 def test_a_freshly_built_pipeline_runs_in_eval_mode_and_reuses_prompt_embeddings():
