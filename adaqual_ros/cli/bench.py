@@ -42,6 +42,10 @@ def add_arguments(parser):
     parser.add_argument('--out', required=True, help='output folder for bench.json')
     parser.add_argument('--frames', type=int, default=10, help='timed frames per stream')
     parser.add_argument('--warmup', type=int, default=2, help='untimed frames first per stream')
+    parser.add_argument('--frame-stride', type=int, default=1,
+                        help='every N-th frame of the video (1: consecutive frames from its '
+                             'start; more spreads the streams over the clip, whose later clean '
+                             'frames the estimator reads differently)')
     parser.add_argument('--resolutions', default=DEFAULT_RESOLUTIONS,
                         help='comma-separated WxH list (default: %(default)s)')
     parser.add_argument('--backends', default=DEFAULT_BACKENDS,
@@ -110,15 +114,18 @@ def parse_backends(text):
 
 # -- frames ------------------------------------------------------------------------------------
 
-def _video_frames(path, count):
+def _video_frames(path, count, stride=1):
     cap = cv2.VideoCapture(str(path))
     frames = []
     try:
+        index = 0
         while len(frames) < count:
             ok, bgr = cap.read()
             if not ok:
                 break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            if index % stride == 0:
+                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index += 1
     finally:
         cap.release()
     if not frames:
@@ -147,13 +154,15 @@ def _synthetic_frames(count, width=1920, height=1080):
     return frames
 
 
-def load_source_frames(count, assets=None):
-    """(frames, description): RGB uint8 frames of the benchmark video (or a synthetic scene)."""
+def load_source_frames(count, assets=None, stride=1):
+    """(frames, description): RGB uint8 frames of the benchmark video, every ``stride``-th (or
+    a synthetic scene)."""
     from adaqual_ros.assets import asset_path
 
     path = asset_path(VIDEO, assets)
     if path is not None:
-        return _video_frames(path, count), str(VIDEO)
+        return (_video_frames(path, count, stride),
+                str(VIDEO) + (f', every {stride}th frame' if stride > 1 else ''))
     return _synthetic_frames(count), 'synthetic scene (no assets)'
 
 
@@ -377,8 +386,9 @@ def run(args):
     except ValueError as exc:
         print(f'adaqual bench: {exc}', file=sys.stderr)
         return 2
-    if args.frames < 1 or args.warmup < 0:
-        print('adaqual bench: --frames must be >= 1 and --warmup >= 0', file=sys.stderr)
+    if args.frames < 1 or args.warmup < 0 or args.frame_stride < 1:
+        print('adaqual bench: --frames and --frame-stride must be >= 1 and --warmup >= 0',
+              file=sys.stderr)
         return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +402,8 @@ def run(args):
         print(f'adaqual bench: {exc}', file=sys.stderr)
         return 2
     pipeline, model_desc = _pipeline(args)
-    sources, source_desc = load_source_frames(args.frames + args.warmup + 1, args.assets)
+    sources, source_desc = load_source_frames(args.frames + args.warmup + 1, args.assets,
+                                              args.frame_stride)
     report = {
         'machine': _machine(base), 'model': model_desc, 'source': source_desc,
         'condition': args.condition, 'severity': args.severity,

@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     'eval-restore': ('adaqual_ros.cli.eval_restore', 'PSNR/SSIM of restorers and ablations'),
     'bench': ('adaqual_ros.cli.bench', 'speed and memory benchmark of the restorer runtime'),
     'evaluate': ('adaqual_ros.cli.evaluate', 'before/after detection evaluation (no ROS)'),
+    'calibrate': ('adaqual_ros.cli.calibrate',
+                  "a camera's skip_threshold from a clean recording of it"),
     'demo': ('adaqual_ros.cli.demo', 'end-to-end ROS 2 demo with a detection report'),
     'soak': ('adaqual_ros.cli.soak', 'long run of the restoration node with accounting'),
     'pipeline': ('adaqual_ros.cli.pipeline',

@@ -89,3 +89,17 @@ def test_node_knobs_parse_as_the_node_takes_them(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _args(tmp_path, **{'fog-contrast': 'maybe'})
     assert "invalid true/false value: 'maybe'" in capsys.readouterr().err
+
+
+def test_frame_stride_spreads_the_streams_over_the_clip(assets, tmp_path, capsys):
+    import numpy as np
+
+    from adaqual_ros.io.video import FrameSource
+
+    frames, desc = bench.load_source_frames(3, assets, stride=50)
+    video = assets / 'data' / 'video' / 'people.mp4'
+    expected = [f.image for f in FrameSource(video, stride=50, limit=3)]
+    assert len(frames) == 3 and 'every 50th frame' in desc
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected))
+    assert bench.run(_args(tmp_path, **{'frame-stride': 0})) == 2
+    assert '--frame-stride' in capsys.readouterr().err
