@@ -32,6 +32,9 @@ def add_arguments(parser):
                         help='clean recording: a video, an image folder or an MCAP bag')
     parser.add_argument('--topic', default=None, help='image topic of a bag (if it has several)')
     parser.add_argument('--out', required=True, help='output folder')
+    parser.add_argument('--camera', default='',
+                        help="a camera of a multi-camera node's `cameras`: the parameters file "
+                             'sets camera.NAME.skip_threshold instead of skip_threshold')
     parser.add_argument('--pass-rate', type=float, default=0.95,
                         help='share of the clean frames that should pass through untouched')
     parser.add_argument('--stride', type=int, default=1, help='use every N-th frame')
@@ -106,6 +109,12 @@ def run(args):
     if args.stride < 1 or args.limit < 1:
         print('adaqual calibrate: --stride and --limit must be >= 1', file=sys.stderr)
         return 2
+    from adaqual_ros.ros.params import _check_cameras
+
+    problem = _check_cameras(args.camera) if args.camera else None
+    if problem or ',' in args.camera:
+        print(f'adaqual calibrate: --camera: {problem or "one camera name"}', file=sys.stderr)
+        return 2
     changes = dict(backend=args.backend, model_path=args.model_path, device=args.device,
                    quality_model_path=args.quality_model_path, threads=args.threads,
                    fallback_to_classical=False, **restorer_changes(args))
@@ -147,10 +156,22 @@ def run(args):
     if suggested is not None:
         (out / 'calibrate_params.yaml').write_text(
             f'# adaqual calibrate --source {args.source}: {share:.0%} of {len(maps)} clean '
-            f'frames pass through\n/**/{NODE}:\n  ros__parameters:\n'
-            f'    skip_threshold: {suggested}\n')
+            f'frames pass through\n' + _params_yaml(suggested, args.camera))
     _print(record)
     return 0
+
+
+def _params_yaml(threshold, camera=''):
+    """A ROS 2 parameters file setting the restoration node's (or one camera's) threshold."""
+    import yaml
+
+    from adaqual_ros.ros.params import camera_param_name
+
+    name = camera_param_name(camera, 'skip_threshold') if camera else 'skip_threshold'
+    values = threshold
+    for part in reversed(name.split('.')):  # nested keys: ROS 2 joins them with '.'
+        values = {part: values}
+    return yaml.safe_dump({f'/**/{NODE}': {'ros__parameters': values}}, sort_keys=False)
 
 
 def _weather(args, restorer, settings, current, suggested):

@@ -1024,3 +1024,28 @@ def test_soak_10000_frames_memory_and_accounting(tmp_path, ros_env, assets):
     report = _soak(tmp_path, ros_env, frames=10000, warmup=500)
     assert report['memory_growth_mb'] < 50.0, report
     assert report['threads_end'] <= report['threads_max']
+
+
+@pytest.mark.ros
+def test_calibrated_parameters_files_set_the_thresholds(spawn, probe_factory, tmp_path):
+    """`adaqual calibrate`'s parameters files (node-wide, and for one camera) as rclpy loads
+    them with --params-file."""
+    from rcl_interfaces.srv import GetParameters
+
+    from adaqual_ros.cli.calibrate import _params_yaml
+
+    ns = '/t_restore_calibrated'
+    files = {'node': _params_yaml(3.77), 'camera': _params_yaml(3.61, 'rear')}
+    args = ['--ros-args', '-r', f'__ns:={ns}']
+    for name, text in files.items():
+        (tmp_path / f'{name}.yaml').write_text(text)
+        args += ['--params-file', str(tmp_path / f'{name}.yaml')]
+    for item in [f for f in FAST if not f.startswith('skip_threshold')] + ['cameras:=front,rear']:
+        args += ['-p', item]
+    proc = spawn(NODE, *args)
+    probe = probe_factory(ns)
+    names = ['skip_threshold', 'camera.rear.skip_threshold', 'camera.front.skip_threshold']
+    reply = probe.call(GetParameters, f'{NODE_NAME}/get_parameters',
+                       GetParameters.Request(names=names), timeout=60.0)
+    assert [v.double_value for v in reply.values] == [3.77, 3.61, 0.0], proc.log_path.read_text()
+    assert proc.poll() is None

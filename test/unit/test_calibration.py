@@ -10,6 +10,7 @@ from adaqual_ros.cli.main import main
 from adaqual_ros.io.bags import BagWriter
 from adaqual_ros.io.video import FrameSource
 from adaqual_ros.quality.types import DEGRADATION_TYPES, QualityMap
+from adaqual_ros.ros.params import check_params_file
 from adaqual_ros.runtime import Restorer, RestorerSettings
 from adaqual_ros.runtime.calibration import pass_share, pass_threshold, worst_cell
 
@@ -90,6 +91,7 @@ def test_calibrate_on_real_video_frames_agrees_with_the_restorer(assets, tmp_pat
     assert record['worst_cell']['min'] >= suggested
     params = yaml.safe_load((tmp_path / 'calibrate_params.yaml').read_text())
     assert params['/**/adaqual_restoration']['ros__parameters']['skip_threshold'] == suggested
+    assert check_params_file(tmp_path / 'calibrate_params.yaml') == []  # the node's own check
     rain = record['weather']['rain']
     assert rain['cells_restored_suggested'] <= rain['cells_restored_current']
     # The restorer, told the suggested threshold, leaves every one of these frames untouched;
@@ -115,6 +117,18 @@ def test_calibrate_reads_a_bag_topic(assets, tmp_path, capsys):
     record = json.loads((out / 'calibrate.json').read_text())
     assert record['frames'] == 3 and record['frame_size'] == [320, 180]
     assert record['topic'] == '/front/image_raw'
+    # For one camera of a multi-camera node: its own camera.NAME.skip_threshold, a parameters
+    # file the node's own check accepts for a node serving that camera.
+    assert main(['calibrate', '--source', str(bag), '--topic', '/front/image_raw', '--backend',
+                 'classical', '--threads', '1', '--camera', 'front', '--out', str(out)]) == 0
+    params = yaml.safe_load((out / 'calibrate_params.yaml').read_text())
+    values = params['/**/adaqual_restoration']['ros__parameters']
+    threshold = json.loads((out / 'calibrate.json').read_text())['suggested']['skip_threshold']
+    assert values == {'camera': {'front': {'skip_threshold': threshold}}}
+    graph = tmp_path / 'graph.yaml'
+    graph.write_text(yaml.safe_dump({'/**/adaqual_restoration': {'ros__parameters': {
+        'cameras': 'front,rear', **values}}}))
+    assert check_params_file(graph) == []
 
 
 def test_calibrate_rejects_bad_input(tmp_path, capsys):
@@ -124,3 +138,6 @@ def test_calibrate_rejects_bad_input(tmp_path, capsys):
     assert main(['calibrate', '--source', 'x', '--pass-rate', '1.5', '--out',
                  str(tmp_path)]) == 2
     assert '--pass-rate' in capsys.readouterr().err
+    assert main(['calibrate', '--source', 'x', '--camera', 'front,rear', '--out',
+                 str(tmp_path)]) == 2
+    assert '--camera' in capsys.readouterr().err
