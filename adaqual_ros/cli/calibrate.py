@@ -90,14 +90,6 @@ def _read_maps(restorer, frames, stream):
     return maps
 
 
-def _restored_share(maps, threshold, settings):
-    from adaqual_ros.runtime.restorer import degraded_cells
-
-    return float(np.mean([degraded_cells(q.scores, threshold, settings.skip_margin,
-                                         settings.whole_frame_share, q.skip_scores).mean()
-                          for q in maps]))
-
-
 def run(args):
     from adaqual_ros.runtime import Restorer, RestorerSettings
     from adaqual_ros.runtime.calibration import pass_curve, pass_share, pass_threshold, worst_cell
@@ -109,9 +101,9 @@ def run(args):
     if args.stride < 1 or args.limit < 1:
         print('adaqual calibrate: --stride and --limit must be >= 1', file=sys.stderr)
         return 2
-    from adaqual_ros.ros.params import _check_cameras
+    from adaqual_ros.ros.params import check_cameras
 
-    problem = _check_cameras(args.camera) if args.camera else None
+    problem = check_cameras(args.camera) if args.camera else None
     if problem or ',' in args.camera:
         print(f'adaqual calibrate: --camera: {problem or "one camera name"}', file=sys.stderr)
         return 2
@@ -177,7 +169,7 @@ def _params_yaml(threshold, camera=''):
 def _weather(args, restorer, settings, current, suggested):
     """Share of the cells of the same frames under synthetic weather restored at both
     thresholds (and of the frames the network runs on)."""
-    from adaqual_ros.runtime.calibration import pass_share
+    from adaqual_ros.runtime.calibration import pass_share, restored_share
     from adaqual_ros.weather import WeatherStream
 
     rows = {}
@@ -186,8 +178,8 @@ def _weather(args, restorer, settings, current, suggested):
         maps = _read_maps(restorer, ((stream.apply(image).degraded, stamp)
                                      for image, stamp in _frames(args)), f'weather-{condition}')
         rows[condition] = {
-            'cells_restored_current': _restored_share(maps, current, settings),
-            'cells_restored_suggested': _restored_share(maps, suggested, settings),
+            'cells_restored_current': restored_share(maps, current, settings),
+            'cells_restored_suggested': restored_share(maps, suggested, settings),
             'frames_run_current': 1.0 - pass_share(maps, current, settings),
             'frames_run_suggested': 1.0 - pass_share(maps, suggested, settings),
         }

@@ -157,7 +157,7 @@ def _check_bucket(value):
     return f'window_bucket must be 0 (off) or a multiple of 64, got {value}'
 
 
-def _check_cameras(value):
+def check_cameras(value):
     """'' (one stream on the node's own topics) or distinct relative names like 'front,rear'."""
     names = parse_cameras(value)
     token = r'[A-Za-z][A-Za-z0-9_]*'
@@ -286,7 +286,7 @@ RESTORATION_PARAMS = (
               'Serve several cameras from this one process (one model in memory): comma-'
               'separated names, each read on NAME/image_raw and published on '
               'NAME/restored/image_raw etc.; empty = one camera on image_raw', read_only=True,
-              check=_check_cameras, choices_note='empty or names like `front,rear`'),
+              check=check_cameras, choices_note='empty or names like `front,rear`'),
     ParamSpec('input_compressed', False,
               'Subscribe to image_raw/compressed (sensor_msgs/CompressedImage) instead of '
               'image_raw'),
@@ -699,7 +699,7 @@ DETECTION_PARAMS = (
               'Detect on several streams from this one process (one model in memory): comma-'
               'separated names, each read on NAME/image_raw with detections on NAME/detections '
               '(e.g. front,front/restored); empty = one stream on image_raw', read_only=True,
-              check=_check_cameras, choices_note='empty or names like `front,front/restored`'),
+              check=check_cameras, choices_note='empty or names like `front,front/restored`'),
     ParamSpec('input_compressed', False,
               'Subscribe to image_raw/compressed (sensor_msgs/CompressedImage) instead'),
     ParamSpec('diagnostics_period_s', 1.0, 'Seconds between two reports on /diagnostics',

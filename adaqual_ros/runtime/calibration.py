@@ -17,10 +17,19 @@ STEP = 0.01  # threshold grid: the estimator's scores are not meaningful finer t
 LOWEST = 1.0  # the lowest skip_threshold the restorer accepts
 
 
+def _degraded(qmap, threshold, settings):
+    return degraded_cells(qmap.scores, threshold, settings.skip_margin,
+                          settings.whole_frame_share, qmap.skip_scores)
+
+
 def frame_passes(qmap, threshold, settings):
     """Whether a frame with this QualityMap passes through untouched at ``threshold``."""
-    return not degraded_cells(qmap.scores, threshold, settings.skip_margin,
-                              settings.whole_frame_share, qmap.skip_scores).any()
+    return not _degraded(qmap, threshold, settings).any()
+
+
+def restored_share(qmaps, threshold, settings):
+    """Mean share of the frames' cells restored at ``threshold``."""
+    return float(np.mean([_degraded(q, threshold, settings).mean() for q in qmaps]))
 
 
 def pass_share(qmaps, threshold, settings):

@@ -12,7 +12,12 @@ from adaqual_ros.io.video import FrameSource
 from adaqual_ros.quality.types import DEGRADATION_TYPES, QualityMap
 from adaqual_ros.ros.params import check_params_file
 from adaqual_ros.runtime import Restorer, RestorerSettings
-from adaqual_ros.runtime.calibration import pass_share, pass_threshold, worst_cell
+from adaqual_ros.runtime.calibration import (
+    pass_share,
+    pass_threshold,
+    restored_share,
+    worst_cell,
+)
 
 CELL = 64
 
@@ -36,6 +41,8 @@ def test_the_threshold_is_the_highest_that_lets_the_share_pass():
     maps = [_frame_with_worst(v) for v in (3.95, 3.85, 3.72, 4.5, 5.0)]
     settings = RestorerSettings()
     assert pass_share(maps, 4.0, settings) == pytest.approx(0.4)
+    assert restored_share(maps, 4.0, settings) == pytest.approx(3 / 5 / 12)  # one cell of 12
+    assert restored_share(maps, 3.8, settings) == pytest.approx(1 / 5 / 12)
     assert pass_threshold(maps, settings, 1.0) == (3.72, 1.0)  # at 3.73 the 3.72 frame runs
     assert pass_threshold(maps, settings, 0.8) == (3.85, 0.8)  # one frame of five may run
     assert pass_threshold(maps, settings, 0.4) == (4.0, pytest.approx(0.4))  # never above
