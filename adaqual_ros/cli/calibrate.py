@@ -91,7 +91,7 @@ def _read_maps(restorer, frames, stream):
 
 
 def run(args):
-    from adaqual_ros.runtime import Restorer, RestorerSettings
+    from adaqual_ros.runtime import RestorationError, Restorer, RestorerSettings
     from adaqual_ros.runtime.calibration import pass_curve, pass_share, pass_threshold, worst_cell
 
     if not 0.0 < args.pass_rate <= 1.0:
@@ -112,11 +112,15 @@ def run(args):
                    fallback_to_classical=False, **restorer_changes(args))
     if args.quality_backend:
         changes['quality_backend'] = args.quality_backend
-    settings = RestorerSettings(**changes)
+    start = time.perf_counter()
+    try:
+        settings = RestorerSettings(**changes)
+        restorer = Restorer(settings)
+    except (ValueError, RestorationError) as exc:  # bad settings, weights that do not load
+        print(f'adaqual calibrate: {exc}', file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    restorer = Restorer(settings)
     try:
         # frames are read as they are used: a long full-HD clip would not fit in memory
         maps = _read_maps(restorer, _frames(args), 'calibration')

@@ -148,3 +148,9 @@ def test_calibrate_rejects_bad_input(tmp_path, capsys):
     assert main(['calibrate', '--source', 'x', '--camera', 'front,rear', '--out',
                  str(tmp_path)]) == 2
     assert '--camera' in capsys.readouterr().err
+    assert main(['calibrate', '--source', 'x', '--backend', 'magic', '--out',
+                 str(tmp_path)]) == 2
+    assert 'magic' in capsys.readouterr().err
+    assert main(['calibrate', '--source', 'x', '--model-path', str(tmp_path / 'nowhere'),
+                 '--out', str(tmp_path)]) == 2
+    assert 'nowhere' in capsys.readouterr().err
