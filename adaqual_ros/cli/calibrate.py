@@ -4,6 +4,7 @@ recording of it.
 
     adaqual calibrate --source clean_clip.mp4 --out DIR [--pass-rate 0.95]
     adaqual calibrate --source run.mcap --topic /front/image_raw --out DIR
+    adaqual calibrate --topic /front/image_raw --limit 300 --out DIR     (the live camera)
 
 Reads every frame (`--stride`, `--limit`) the way the node does (same estimator, quality cache
 and `quality_context`), then finds the highest `skip_threshold` (at most the current one) at
@@ -28,9 +29,13 @@ NODE = 'adaqual_restoration'
 
 
 def add_arguments(parser):
-    parser.add_argument('--source', required=True,
-                        help='clean recording: a video, an image folder or an MCAP bag')
-    parser.add_argument('--topic', default=None, help='image topic of a bag (if it has several)')
+    parser.add_argument('--source', default=None,
+                        help='clean recording: a video, an image folder or an MCAP bag; '
+                             'without it, frames come live from --topic (needs rclpy)')
+    parser.add_argument('--topic', default=None,
+                        help='image topic of a bag (if it has several), or the live topic')
+    parser.add_argument('--timeout', type=float, default=10.0,
+                        help='live topic: seconds to wait for its publisher and each frame')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--camera', default='',
                         help="a camera of a multi-camera node's `cameras`: the parameters file "
@@ -56,21 +61,28 @@ def add_arguments(parser):
     add_restorer_options(parser)
 
 
-def _frames(args):
-    """(rgb uint8, stamp in s or None) pairs of the source."""
-    import cv2
+def _source_frames(args):
+    """(image, stamp in s or None) pairs of the recording, or of the live topic."""
+    if args.source is None:
+        from adaqual_ros.ros.frame_grabber import grab_frames
 
+        return grab_frames(args.topic, args.limit, args.stride, args.timeout)
     source = Path(args.source).expanduser()
     if source.suffix.lower() == '.mcap' or (source.is_dir() and any(source.glob('*.mcap'))):
         from adaqual_ros.io.bags import read_images
 
-        frames = ((im.image, im.stamp_ns * 1e-9 if im.stamp_ns else None)
-                  for im in read_images(source, args.topic) if im.index % args.stride == 0)
-    else:
-        from adaqual_ros.io.video import FrameSource
+        return ((im.image, im.stamp_ns * 1e-9 if im.stamp_ns else None)
+                for im in read_images(source, args.topic) if im.index % args.stride == 0)
+    from adaqual_ros.io.video import FrameSource
 
-        frames = ((f.image, f.time_s) for f in FrameSource(source, stride=args.stride))
-    for count, (image, stamp) in enumerate(frames):
+    return ((f.image, f.time_s) for f in FrameSource(source, stride=args.stride))
+
+
+def _frames(args):
+    """The source's frames, at most --limit, resized to --width."""
+    import cv2
+
+    for count, (image, stamp) in enumerate(_source_frames(args)):
         if count >= args.limit:
             return
         if args.width and image.shape[1] != args.width:
@@ -84,8 +96,8 @@ def _read_maps(restorer, frames, stream):
     maps = []
     for image, stamp in frames:
         # skip_threshold 1 (the lowest): only the map is wanted, so no cell is restored
-        result = restorer.restore(image, stream, quality_map=None, stamp=stamp,
-                                  overrides={'skip_threshold': 1.0})
+        result = restorer.restore(image, stream, 'mono' if image.ndim == 2 else 'rgb',
+                                  stamp=stamp, overrides={'skip_threshold': 1.0})
         maps.append(result.quality_map)
     return maps
 
@@ -100,6 +112,10 @@ def run(args):
         return 2
     if args.stride < 1 or args.limit < 1:
         print('adaqual calibrate: --stride and --limit must be >= 1', file=sys.stderr)
+        return 2
+    if args.source is None and not args.topic:
+        print('adaqual calibrate: give --source (a recording) or --topic (a live camera)',
+              file=sys.stderr)
         return 2
     from adaqual_ros.ros.params import check_cameras
 
@@ -124,17 +140,18 @@ def run(args):
     try:
         # frames are read as they are used: a long full-HD clip would not fit in memory
         maps = _read_maps(restorer, _frames(args), 'calibration')
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # RuntimeError: TopicError
         print(f'adaqual calibrate: {exc}', file=sys.stderr)
         return 2
     if not maps:
-        print(f'adaqual calibrate: no frames in {args.source}', file=sys.stderr)
+        print(f'adaqual calibrate: no frames in {args.source or args.topic}', file=sys.stderr)
         return 2
     current = settings.skip_threshold
     suggested, share = pass_threshold(maps, settings, args.pass_rate)
     worst = np.array([worst_cell(q) for q in maps])
     record = {
-        'source': str(args.source), 'topic': args.topic, 'frames': len(maps),
+        'source': str(args.source) if args.source else 'live', 'topic': args.topic,
+        'frames': len(maps),
         'frame_size': list(maps[0].image_size[::-1]), 'pass_rate': args.pass_rate,
         'backend': restorer.stats()['backend'],
         'current': {'skip_threshold': current,
