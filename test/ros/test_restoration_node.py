@@ -506,6 +506,9 @@ def test_each_camera_of_a_node_has_its_own_enable_and_skip(spawn, probe_factory,
     assert all(np.array_equal(third[cam], foggy_rgb) for cam in pubs)
     probe.wait_settled(6)
     assert probe.figure('parameter_rejections') == 1
+    # Frames that reached the restorer, and those of them that never reached the network (the
+    # front frame at threshold 1): the count an operator reads in clear weather (README).
+    assert probe.figure('runtime.frames') == 3 and probe.figure('runtime.skipped_frames') == 1
     assert proc.poll() is None, proc.log_path.read_text()
     # A misspelt camera is not declared, so rclpy drops its value: the node says so.
     assert "camera.raer.enabled names no camera of cameras='front,rear': ignored" in \
