@@ -191,7 +191,7 @@ class AdaQualBackend(RestorationBackend):
         from adaqual_ros import pipelines
 
         self.plan = plan_device(settings.device, settings.half, settings.channels_last,
-                                settings.compile, settings.compile_mode)
+                                settings.compile, settings.compile_mode, settings.cpu_bf16)
         self.device = self.plan.device
         if pipeline is None:
             path = settings.model_path or pipelines.default_pipeline_path()
@@ -340,6 +340,7 @@ class AdaQualBackend(RestorationBackend):
         with self._lock:
             pipeline, self.pipeline = self.pipeline, None
             backend = AdaQualBackend(settings.with_changes(device='cpu', half=False,
+                                                           cpu_bf16=False,
                                                            compile=False), pipeline=pipeline)
             # Cached prompt embeddings live on the old device, in its precision.
             pipeline.prompt_encoder.clear_cache()

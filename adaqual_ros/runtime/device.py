@@ -17,7 +17,8 @@ class DevicePlan:
 
     Args:
         device (`torch.device`): the resolved device.
-        dtype (`torch.dtype`): float16 on CUDA when half was asked for, float32 otherwise.
+        dtype (`torch.dtype`): float16 on CUDA when half was asked for, bfloat16 on the CPU when
+            cpu_bf16 was, float32 otherwise.
         channels_last (`bool`): use the channels_last memory format (faster convolutions).
         compile (`bool`): wrap modules in torch.compile.
         compile_mode (`str`): torch.compile's mode (settings.COMPILE_MODES).
@@ -87,10 +88,14 @@ def configure_threads(threads):
 
 
 def plan_device(device='auto', half=True, channels_last=True, compile=False,
-                compile_mode='default'):
-    """Resolve the device and the precision/memory format for it (fp16 only on CUDA)."""
+                compile_mode='default', cpu_bf16=False):
+    """Resolve the device and the precision/memory format for it (fp16 only on CUDA, bf16 only
+    on the CPU and only when asked for)."""
     resolved = resolve_device(device)
-    dtype = torch.float16 if (half and resolved.type == 'cuda') else torch.float32
+    if resolved.type == 'cuda':
+        dtype = torch.float16 if half else torch.float32
+    else:
+        dtype = torch.bfloat16 if cpu_bf16 else torch.float32
     return DevicePlan(resolved, dtype, bool(channels_last), bool(compile), str(compile_mode))
 
 

@@ -55,7 +55,8 @@ DTYPES = (np.uint8, np.uint16, np.float32)
 STAGES = ('convert', 'quality', 'prompts', 'model', 'blend', 'total')
 MIN_OOM_TILE = 128  # px: the out-of-memory retries halve tiles down to this (rounded to the cell)
 # Settings that make the backend object (a change builds a new one).
-_BACKEND_SETTINGS = ('backend', 'model_path', 'device', 'half', 'compile', 'compile_mode',
+_BACKEND_SETTINGS = ('backend', 'model_path', 'device', 'half', 'cpu_bf16', 'compile',
+                     'compile_mode',
                      'channels_last', 'cudnn_benchmark', 'fallback_to_classical')
 # Settings whose change needs a new backend or estimator (built off the caller's thread).
 _HEAVY = _BACKEND_SETTINGS + ('quality_backend', 'quality_model_path', 'quality_context')

@@ -1,4 +1,5 @@
 """Restorer runtime: formats, skipping clean regions, tiling, devices, backends, updates."""
+import copy
 import shutil
 import time
 import warnings
@@ -476,6 +477,28 @@ def test_cuda_request_falls_back_to_cpu_with_a_warning(pipe):
         restorer = Restorer(settings(backend='adaqual', device='cuda'), pipeline=pipe)
     result = restorer.restore(haze(scene(64, 64)), quality_map=qmap_for(64, 64))
     assert result.backend == 'adaqual' and restorer.stats()['device'] == 'cpu'
+
+
+def test_bf16_on_the_cpu_is_opt_in_close_to_float32_and_keeps_clean_cells():
+    assert plan_device('cpu').dtype == torch.float32
+    assert plan_device('cpu', cpu_bf16=True).dtype == torch.bfloat16
+    h, w = 128, 192
+    degraded = np.zeros(grid_shape(h, w, CELL), bool)
+    degraded[:, 1:] = True
+    frame, qmap = haze(scene(h, w, seed=4)), qmap_for(h, w, degraded)
+    pipeline = random_pipeline(6)
+    full = Restorer(settings(backend='adaqual'), pipeline=copy.deepcopy(pipeline))
+    fast = Restorer(settings(backend='adaqual', cpu_bf16=True), pipeline=pipeline)
+    expected, result = full.restore(frame, quality_map=qmap), fast.restore(frame, quality_map=qmap)
+    assert fast._runtime.backend.pipeline.unet.dtype == torch.bfloat16
+    assert result.image.dtype == frame.dtype and result.image.shape == frame.shape
+    assert np.array_equal(result.image[:, :64], frame[:, :64])  # the clean column untouched
+    change = np.abs(expected.image.astype(int) - frame.astype(int)).mean()
+    diff = np.abs(result.image.astype(int) - expected.image.astype(int))
+    assert change > 2 and diff.max() <= 3 and diff.mean() < 0.1 * change
+    # A change of the setting builds a new backend, in the new precision.
+    fast.update(fast.settings.with_changes(cpu_bf16=False), wait=True)
+    assert fast._runtime.backend.pipeline.unet.dtype == torch.float32
 
 
 def test_auto_device_and_bad_device_names():
