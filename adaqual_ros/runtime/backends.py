@@ -17,6 +17,7 @@ from adaqual_ros.runtime import classical
 from adaqual_ros.runtime.device import (
     compile_module,
     cudagraph_skips,
+    native_bf16_cpu,
     plan_device,
     synchronize,
     to_device_tensor,
@@ -203,6 +204,10 @@ class AdaQualBackend(RestorationBackend):
             self.pipeline = pipeline.to(self.device, self.plan.dtype)
         # In place (nn.Module.compile / .to): the pipeline keeps its registered components.
         unet = self.pipeline.unet
+        if self.plan.dtype == torch.bfloat16 and native_bf16_cpu() is False:
+            warnings.warn('cpu_bf16: this CPU has no native bfloat16 (AMX or AVX512-BF16), so '
+                          'torch emulates it: most likely slower than float32',
+                          RuntimeWarning, stacklevel=3)
         if self.plan.is_cuda:
             # Timing algorithms per shape is opt-in: on an H200 it did not beat the heuristic
             # choice for the paper config (docs/RESULTS.md, GPU).

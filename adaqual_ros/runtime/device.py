@@ -4,6 +4,7 @@ Device placement for the restorer: auto device, fp16 on CUDA, channels_last, tor
 CPU and float32 are the defaults (as in diffusers); CUDA is used when present and asked for.
 """
 from dataclasses import dataclass
+import platform
 import warnings
 
 import cv2
@@ -97,6 +98,20 @@ def plan_device(device='auto', half=True, channels_last=True, compile=False,
     else:
         dtype = torch.bfloat16 if cpu_bf16 else torch.float32
     return DevicePlan(resolved, dtype, bool(channels_last), bool(compile), str(compile_mode))
+
+
+def native_bf16_cpu():
+    """
+    Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16), as torch reports it on
+    x86; None where torch cannot tell (other architectures).
+    """
+    if platform.machine().lower() not in ('x86_64', 'amd64'):
+        return None
+    # torch.cpu's probes are private; a torch without them cannot tell either.
+    probes = [getattr(torch.cpu, name, None)
+              for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported')]
+    probes = [probe for probe in probes if probe is not None]
+    return any(probe() for probe in probes) if probes else None
 
 
 def compile_module(module, mode='default'):

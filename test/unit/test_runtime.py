@@ -501,6 +501,27 @@ def test_bf16_on_the_cpu_is_opt_in_close_to_float32_and_keeps_clean_cells():
     assert fast._runtime.backend.pipeline.unet.dtype == torch.float32
 
 
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+    # This machine has native bf16; a CPU without it is what the probes would report there.
+    import platform
+
+    from adaqual_ros.runtime.device import native_bf16_cpu
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        Restorer(settings(backend='adaqual', cpu_bf16=False), pipeline=random_pipeline(1))
+        if native_bf16_cpu() is not False:  # this machine, as it is: no warning
+            Restorer(settings(backend='adaqual', cpu_bf16=True), pipeline=random_pipeline(1))
+    for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported'):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    monkeypatch.setattr(platform, 'machine', lambda: 'x86_64')
+    assert native_bf16_cpu() is False
+    with pytest.warns(RuntimeWarning, match='no native bfloat16'):
+        Restorer(settings(backend='adaqual', cpu_bf16=True), pipeline=random_pipeline(1))
+    monkeypatch.setattr(platform, 'machine', lambda: 'aarch64')
+    assert native_bf16_cpu() is None  # torch cannot tell there: no warning either way
+
+
 def test_auto_device_and_bad_device_names():
     expected = 'cuda' if torch.cuda.is_available() else 'cpu'
     with warnings.catch_warnings():
