@@ -1,6 +1,7 @@
 #!/bin/bash
-# The GPU window question (docs/RESULTS.md, "GPU: window shapes"; run 2026-11-28): adaptive
-# processing with window_bucket 0 (the default) and 256, alternated twice in one call, on
+# The GPU window question (docs/RESULTS.md, "GPU: window shapes"; run 2026-11-28, before auto
+# meant whole frames on CUDA): one window over the damage (tile_size 0) with window_bucket 0 and
+# 256, the whole frame (auto) and 256 px tiles in buckets, alternated twice in one call, on
 # half-clean / clean / degraded 1280x720 frames; first tools/gpu_shapes.py (what a window shape
 # not run before costs, and where), last one pair with a long warm-up (the shapes a stream
 # settles into). Needs .gpu/ (tools/gpu_prepare.sh; carry it).
@@ -15,9 +16,9 @@ R=$PWD/runs
 echo "== shapes"
 timeout 150 $PY tools/gpu_shapes.py $R/win_shapes > $R/win_shapes.log 2>&1
 grep -E 'cudnn=|Self' $R/win_shapes.log
-# tile_size -1 (AUTO: one window on CUDA) with and without buckets, and 256 px tiles with them
+# tile_size:window_bucket; -1 (auto) is the whole frame on CUDA, where the bucket changes nothing
 for round in 1 2; do
-  for config in -1:0 -1:256 256:256; do
+  for config in 0:0 0:256 -1:0 256:256; do
     tile=${config%:*} bucket=${config#*:}
     name=win_t${tile}_b${bucket}_r$round
     timeout 150 $PY -m adaqual_ros.cli.main bench --device $DEVICE --backends adaqual \
@@ -31,7 +32,7 @@ for bucket in 0 256; do
   name=win_b${bucket}_long
   timeout 150 $PY -m adaqual_ros.cli.main bench --device $DEVICE --backends adaqual \
     --resolutions ${RES:-1280x720} --frames ${FRAMES:-24} --warmup ${LONG_WARMUP:-48} --threads 4 \
-    --window-bucket $bucket --out $R/$name > $R/$name.log 2>&1
+    --tile-size 0 --window-bucket $bucket --out $R/$name > $R/$name.log 2>&1
   echo "== bucket $bucket, warm-up ${LONG_WARMUP:-48}"
   grep -v Loading $R/$name.log | grep -E 'adaqual +(degraded|clean)|speedup'
 done

@@ -92,12 +92,15 @@ def _frames(args):
 
 
 def _read_maps(restorer, frames, stream):
-    """The QualityMaps the node would decide on (cache included); the network never runs."""
+    """The QualityMaps the node would decide on (cache included); the network runs only on
+    cells below the lowest threshold, which a clean frame does not have."""
+    from adaqual_ros.runtime.settings import MIN_SKIP_THRESHOLD
+
     maps = []
     for image, stamp in frames:
-        # skip_threshold 1 (the lowest): only the map is wanted, so no cell is restored
+        # the lowest threshold: only the map is wanted, so (nearly) no cell is restored
         result = restorer.restore(image, stream, 'mono' if image.ndim == 2 else 'rgb',
-                                  stamp=stamp, overrides={'skip_threshold': 1.0})
+                                  stamp=stamp, overrides={'skip_threshold': MIN_SKIP_THRESHOLD})
         maps.append(result.quality_map)
     return maps
 
@@ -168,7 +171,7 @@ def run(args):
     (out / 'calibrate.json').write_text(json.dumps(record, indent=2))
     if suggested is not None:
         (out / 'calibrate_params.yaml').write_text(
-            f'# adaqual calibrate --source {args.source}: {share:.0%} of {len(maps)} clean '
+            f'# adaqual calibrate {args.source or args.topic}: {share:.0%} of {len(maps)} clean '
             f'frames pass through\n' + _params_yaml(suggested, args.camera))
     _print(record)
     return 0
@@ -193,16 +196,21 @@ def _weather(args, restorer, settings, current, suggested):
     from adaqual_ros.runtime.calibration import pass_share, restored_share
     from adaqual_ros.weather import WeatherStream
 
+    streams = {c.strip(): WeatherStream(c.strip(), seed=0, severity=args.severity)
+               for c in args.weather.split(',') if c.strip()}
+    maps = {condition: [] for condition in streams}
+    # One pass over the source for every condition (a live topic is read once, too).
+    for image, stamp in _frames(args):
+        for condition, stream in streams.items():
+            maps[condition] += _read_maps(restorer, [(stream.apply(image).degraded, stamp)],
+                                          f'weather-{condition}')
     rows = {}
-    for condition in [c.strip() for c in args.weather.split(',') if c.strip()]:
-        stream = WeatherStream(condition, seed=0, severity=args.severity)
-        maps = _read_maps(restorer, ((stream.apply(image).degraded, stamp)
-                                     for image, stamp in _frames(args)), f'weather-{condition}')
+    for condition, qmaps in maps.items():
         rows[condition] = {
-            'cells_restored_current': restored_share(maps, current, settings),
-            'cells_restored_suggested': restored_share(maps, suggested, settings),
-            'frames_run_current': 1.0 - pass_share(maps, current, settings),
-            'frames_run_suggested': 1.0 - pass_share(maps, suggested, settings),
+            'cells_restored_current': restored_share(qmaps, current, settings),
+            'cells_restored_suggested': restored_share(qmaps, suggested, settings),
+            'frames_run_current': 1.0 - pass_share(qmaps, current, settings),
+            'frames_run_suggested': 1.0 - pass_share(qmaps, suggested, settings),
         }
     return rows
 

@@ -406,8 +406,7 @@ def settings_from_params(values, base=None):
         scene_threshold=get('cache.scene_threshold', base.cache.scene_threshold))
     changes = {key: get(key, getattr(base, key)) for key in (
         'backend', 'model_path', 'device', 'half', 'cpu_bf16', 'compile', 'compile_mode',
-        'steps',
-        'skip_threshold', 'skip_margin', 'whole_frame_share', 'residual_guide',
+        'steps', 'skip_threshold', 'skip_margin', 'whole_frame_share', 'residual_guide',
         'fog_contrast', 'tile_size', 'window_bucket',
         'quality_backend', 'quality_model_path', 'quality_context', 'threads', 'on_error',
         'fallback_to_classical', 'seed')}

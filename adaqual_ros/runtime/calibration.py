@@ -12,9 +12,9 @@ whole-frame hysteresis between frames is left out.
 import numpy as np
 
 from adaqual_ros.runtime.restorer import degraded_cells
+from adaqual_ros.runtime.settings import MIN_SKIP_THRESHOLD
 
 STEP = 0.01  # threshold grid: the estimator's scores are not meaningful finer than this
-LOWEST = 1.0  # the lowest skip_threshold the restorer accepts
 
 
 def _degraded(qmap, threshold, settings):
@@ -52,19 +52,28 @@ def pass_threshold(qmaps, settings, pass_rate=0.95):
 
     Returns:
         `tuple[float | None, float]`: (threshold, its pass share); threshold None when even
-        LOWEST does not pass that many (the clip is not clean to this estimator).
+        MIN_SKIP_THRESHOLD does not pass that many (the clip is not clean to this estimator).
     """
     if not 0.0 < pass_rate <= 1.0:
         raise ValueError(f'pass_rate must be in (0, 1], got {pass_rate}')
-    # Highest first: a frame that passes at one threshold passes at every lower one.
-    top = int(np.floor(settings.skip_threshold / STEP + 1e-6))
-    share = 0.0
-    for step in range(top, int(round(LOWEST / STEP)) - 1, -1):
-        threshold = round(step * STEP, 2)
-        share = pass_share(qmaps, threshold, settings)
-        if share >= pass_rate:
-            return threshold, share
-    return None, share
+
+    def share_at(step):
+        return pass_share(qmaps, round(step * STEP, 2), settings)
+
+    # A frame that passes at one threshold passes at every lower one, so the share falls as the
+    # threshold rises: bisect the grid for the highest step whose share is high enough.
+    low = int(round(MIN_SKIP_THRESHOLD / STEP))
+    high = int(np.floor(settings.skip_threshold / STEP + 1e-6))
+    share = share_at(low)
+    if share < pass_rate:
+        return None, share
+    while low < high:
+        mid = (low + high + 1) // 2
+        if share_at(mid) >= pass_rate:
+            low = mid
+        else:
+            high = mid - 1
+    return round(low * STEP, 2), share_at(low)
 
 
 def pass_curve(qmaps, settings, thresholds):

@@ -37,6 +37,8 @@ from adaqual_ros.runtime.settings import (
     MAX_QUALITY_CONTEXT,
     MAX_RESIDUAL_GUIDE,
     MAX_SKIP_MARGIN,
+    MAX_SKIP_THRESHOLD,
+    MIN_SKIP_THRESHOLD,
     QUALITY_BACKENDS,
     STREAM_SETTINGS,
     WHOLE_FRAME_HYSTERESIS,
@@ -56,8 +58,7 @@ STAGES = ('convert', 'quality', 'prompts', 'model', 'blend', 'total')
 MIN_OOM_TILE = 128  # px: the out-of-memory retries halve tiles down to this (rounded to the cell)
 # Settings that make the backend object (a change builds a new one).
 _BACKEND_SETTINGS = ('backend', 'model_path', 'device', 'half', 'cpu_bf16', 'compile',
-                     'compile_mode',
-                     'channels_last', 'cudnn_benchmark', 'fallback_to_classical')
+                     'compile_mode', 'channels_last', 'cudnn_benchmark', 'fallback_to_classical')
 # Settings whose change needs a new backend or estimator (built off the caller's thread).
 _HEAVY = _BACKEND_SETTINGS + ('quality_backend', 'quality_model_path', 'quality_context')
 _LIGHT = tuple(f.name for f in fields(RestorerSettings) if f.name not in _HEAVY)
@@ -196,8 +197,9 @@ def validate_settings(settings):
     if not 0 <= settings.quality_context <= MAX_QUALITY_CONTEXT:
         raise ValueError(f'quality_context must be in [0, {MAX_QUALITY_CONTEXT}] px (0 = the '
                          f'whole frame only), got {settings.quality_context}')
-    if not 1.0 <= settings.skip_threshold <= 5.01:
-        raise ValueError(f'skip_threshold must be in [1, 5.01], got {settings.skip_threshold}')
+    if not MIN_SKIP_THRESHOLD <= settings.skip_threshold <= MAX_SKIP_THRESHOLD:
+        raise ValueError(f'skip_threshold must be in [{MIN_SKIP_THRESHOLD:g}, '
+                         f'{MAX_SKIP_THRESHOLD:g}], got {settings.skip_threshold}')
     if not 0 <= settings.skip_margin <= MAX_SKIP_MARGIN:
         raise ValueError(f'skip_margin must be in [0, {MAX_SKIP_MARGIN}] cells, got '
                          f'{settings.skip_margin}')

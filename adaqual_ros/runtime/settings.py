@@ -21,6 +21,8 @@ class CacheSettings:
 
 
 MAX_SKIP_MARGIN = 8  # cells: beyond this nothing but a fully clean frame would be skipped
+# skip_threshold's range: every cell scores at least 1; above 5 nothing is ever skipped.
+MIN_SKIP_THRESHOLD, MAX_SKIP_THRESHOLD = 1.0, 5.01
 # A stream whose last frame was restored whole stays whole down to whole_frame_share minus this:
 # a share hovering at the threshold would otherwise switch a video between whole frames and
 # patchwork (people.mp4 haze_rain 0.2 at 640 px, 120 consecutive frames: with the quality cache
