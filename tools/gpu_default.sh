@@ -35,7 +35,9 @@ run() {  # name, own limit (s), command...
 }
 run cuda_tests 120 $PY -m pytest -q -p no:cacheprovider test/unit/test_runtime_memory.py \
   test/unit/test_model.py test/unit/test_runtime.py -k "cuda or memory or model"
-run bench 200 $B --out $S/bench --backends adaqual,classical --resolutions "$RES"
+# adaqual only: the classical backend runs on the host CPU, and with it the 2026-11-28 run
+# spent its 200 s before the ratio passes
+run bench 200 $B --out $S/bench --backends adaqual --resolutions "$RES"
 for i in 1 2; do
   run ab_auto$i 60 $B --out $S/ab_auto$i --backends adaqual --resolutions "$AB_RES" --no-ratios
   run ab_tile0_$i 60 $B --out $S/ab_tile0_$i --backends adaqual --resolutions "$AB_RES" \
