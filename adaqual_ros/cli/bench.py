@@ -23,8 +23,9 @@ import cv2
 import numpy as np
 
 from adaqual_ros.cli.restorer_options import (
-    QUALITY_MODEL_PATH_HELP,
+    add_model_options,
     add_restorer_options,
+    model_changes,
     restorer_changes,
 )
 
@@ -52,7 +53,6 @@ def add_arguments(parser):
                         help='comma-separated backends (default: %(default)s)')
     parser.add_argument('--condition', default='haze_rain', help='weather of the degraded stream')
     parser.add_argument('--severity', type=float, default=0.6, help='mean weather severity 0..1')
-    parser.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('--no-half', action='store_true', help='float32 on CUDA too')
     parser.add_argument('--compile', action='store_true', help='torch.compile the denoiser')
     parser.add_argument('--compile-mode', default='default',
@@ -61,17 +61,11 @@ def add_arguments(parser):
     parser.add_argument('--cudnn-benchmark', action='store_true',
                         help='CUDA: let cuDNN time its convolution algorithms per shape '
                              '(default: its heuristic choice)')
-    parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
-    parser.add_argument('--model-path', default='', help='pipeline folder (default: shipped)')
+    add_model_options(parser)
     parser.add_argument('--model-config', default='',
                         help="time an untrained pipeline of this config ('tiny', 'small', "
                              "'paper', 'paper_rt') instead of a checkpoint (same cost, no "
                              'weights needed)')
-    parser.add_argument('--quality-backend', default='learned',
-                        help="quality estimator: 'learned', 'classical' or 'deqa'")
-    parser.add_argument('--quality-model-path', default='',
-                        help=QUALITY_MODEL_PATH_HELP)
-    parser.add_argument('--steps', type=int, default=2, help='DDIM steps')
     parser.add_argument('--tile-size', type=int, default=None,
                         help='tile size in pixels (0 = whole frame; default: auto, as the node)')
     add_restorer_options(parser)
@@ -338,15 +332,9 @@ def _ratio(a, b):
 def _base_settings(args):
     from adaqual_ros.runtime import RestorerSettings
 
-    changes = {'device': args.device, 'half': not args.no_half, 'compile': args.compile,
-               'compile_mode': args.compile_mode,
-               'cudnn_benchmark': args.cudnn_benchmark,
-               'threads': args.threads, 'model_path': args.model_path, 'steps': args.steps,
-               'quality_backend': args.quality_backend,
-               'quality_model_path': args.quality_model_path,
-               # A benchmark of 'adaqual' that quietly timed the classical fallback would print
-               # wrong numbers under the adaqual label: a model that cannot load is an error here.
-               'fallback_to_classical': False}
+    changes = {'half': not args.no_half, 'compile': args.compile,
+               'compile_mode': args.compile_mode, 'cudnn_benchmark': args.cudnn_benchmark,
+               **model_changes(args)}
     if args.tile_size is not None:
         changes['tile_size'] = args.tile_size
     changes.update(restorer_changes(args))

@@ -21,7 +21,12 @@ import time
 
 import numpy as np
 
-from adaqual_ros.cli.restorer_options import add_restorer_options, restorer_changes
+from adaqual_ros.cli.restorer_options import (
+    add_model_options,
+    add_restorer_options,
+    model_changes,
+    restorer_changes,
+)
 
 # Pass shares are reported at these thresholds besides the current and suggested ones.
 CURVE = (4.0, 3.9, 3.8, 3.7, 3.6, 3.5, 3.25, 3.0)
@@ -53,11 +58,7 @@ def add_arguments(parser):
     parser.add_argument('--severity', type=float, default=0.5, help='severity of --weather')
     parser.add_argument('--backend', default='adaqual',
                         help="the node's backend (its estimator is the one calibrated)")
-    parser.add_argument('--model-path', default='', help='pipeline folder (default: shipped)')
-    parser.add_argument('--quality-backend', default=None, help='quality estimator name')
-    parser.add_argument('--quality-model-path', default='', help='estimator weights folder')
-    parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
-    parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0 = default)')
+    add_model_options(parser)
     add_restorer_options(parser)
 
 
@@ -126,11 +127,7 @@ def run(args):
     if problem or ',' in args.camera:
         print(f'adaqual calibrate: --camera: {problem or "one camera name"}', file=sys.stderr)
         return 2
-    changes = dict(backend=args.backend, model_path=args.model_path, device=args.device,
-                   quality_model_path=args.quality_model_path, threads=args.threads,
-                   fallback_to_classical=False, **restorer_changes(args))
-    if args.quality_backend:
-        changes['quality_backend'] = args.quality_backend
+    changes = dict(backend=args.backend, **model_changes(args), **restorer_changes(args))
     start = time.perf_counter()
     try:
         settings = RestorerSettings(**changes)

@@ -20,8 +20,9 @@ import cv2
 import numpy as np
 
 from adaqual_ros.cli.restorer_options import (
-    QUALITY_MODEL_PATH_HELP,
+    add_model_options,
     add_restorer_options,
+    model_changes,
     resolved_options,
     restorer_changes,
 )
@@ -47,21 +48,12 @@ def add_arguments(parser):
                        help='detector confidence threshold (0.001 as in `yolo val`)')
         p.add_argument('--iou', type=float, default=0.7, help='NMS IoU threshold')
         p.add_argument('--imgsz', type=int, default=640, help='detector input size')
-        p.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
         p.add_argument('--batch', type=int, default=8, help='images per detector call')
-        p.add_argument('--model-path', default='',
-                       help='AdaQual pipeline folder (default: the shipped checkpoint)')
-        p.add_argument('--quality-backend', default=None,
-                       help='quality estimator for the restorer (learned|classical|deqa)')
-        p.add_argument('--quality-model-path', default='',
-                       help=QUALITY_MODEL_PATH_HELP)
-        p.add_argument('--steps', type=int, default=None,
-                       help='AdaQual DDIM steps (default: the runtime default, 2)')
+        add_model_options(p, device='cpu', threads=2)
         add_restorer_options(p)
         p.add_argument('--noise-seed', type=int, default=None,
                        help="base seed of the restorer's start noise (the node's `seed`, default "
                             '0): run a few to see how much a figure moves with the noise alone')
-        p.add_argument('--threads', type=int, default=2, help='torch CPU threads')
         p.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
         p.add_argument('--strip', type=int, default=3,
                        help='frames shown side by side with their boxes in frames.png')
@@ -112,16 +104,12 @@ class Row:
             return
         from adaqual_ros.runtime import Restorer, RestorerSettings
 
+        # the same knobs as the node's parameters; unset = the runtime's defaults
         settings = RestorerSettings(
-            backend=name, device=args.device, half=False, model_path=args.model_path,
-            quality_model_path=args.quality_model_path, fallback_to_classical=False,
-            threads=args.threads,
-            # the same knobs as the node's parameters; unset = the runtime's defaults
-            **{k: v for k, v in (('steps', args.steps), ('seed', args.noise_seed))
-               if v is not None},
-            **restorer_changes(args))
+            backend=name, half=False, **model_changes(args), **restorer_changes(args),
+            **({} if args.noise_seed is None else {'seed': args.noise_seed}))
         if args.quality_backend:
-            self.restorer = Restorer(settings.with_changes(quality_backend=args.quality_backend))
+            self.restorer = Restorer(settings)
             return
         try:
             self.restorer = Restorer(settings)

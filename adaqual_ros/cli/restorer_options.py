@@ -1,7 +1,9 @@
 """
-The restoration node's per-frame knobs as command-line flags, for the commands that run the
-runtime's Restorer (`bench`, `evaluate`): one definition, and unset means the runtime's default.
-(`eval-restore` scores the checkpoint on still images and has its own `--skip-*` semantics.)
+The restoration node's settings as command-line flags, for the commands that run the runtime's
+Restorer (`bench`, `evaluate`, `calibrate`): one definition of each flag, and unset means the
+runtime's default. `add_model_options` holds what loads the restorer (model, estimator, device,
+threads, steps); `add_restorer_options` the per-frame knobs. (`eval-restore` scores the
+checkpoint on still images and has its own `--skip-*` semantics.)
 """
 
 
@@ -21,6 +23,39 @@ parse_bool.__name__ = 'true/false'  # argparse names the type in its error messa
 QUALITY_MODEL_PATH_HELP = ('weights folder of the estimator (default: for the adaqual backend '
                            'the one trained with the model, its estimator/ folder, else the '
                            'shipped one)')
+
+
+
+def add_model_options(parser, device='auto', threads=0):
+    """--model-path, --quality-backend, --quality-model-path, --device, --threads, --steps.
+    ``device`` and ``threads``: the command's defaults (evaluate: the CPU and 2 threads, so its
+    figures are reproducible; the others run where the node would)."""
+    parser.add_argument('--model-path', default='',
+                        help='AdaQual pipeline folder (default: the shipped checkpoint)')
+    parser.add_argument('--quality-backend', default=None,
+                        help="quality estimator: 'learned', 'classical' or 'deqa' (default: the "
+                             "runtime's, learned)")
+    parser.add_argument('--quality-model-path', default='', help=QUALITY_MODEL_PATH_HELP)
+    parser.add_argument('--device', default=device,
+                        help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
+    parser.add_argument('--threads', type=int, default=threads,
+                        help='torch CPU threads (0 = the torch default; default: %(default)s)')
+    parser.add_argument('--steps', type=int, default=None,
+                        help="AdaQual DDIM steps (the node's `steps`; default: the runtime "
+                             "default, 2)")
+
+
+def model_changes(args):
+    """RestorerSettings changes of `add_model_options`' flags. A model that cannot load is an
+    error for these commands, not a quiet classical fallback under the adaqual label."""
+    changes = {'model_path': args.model_path, 'quality_model_path': args.quality_model_path,
+               'device': args.device, 'threads': args.threads, 'fallback_to_classical': False}
+    if args.quality_backend:
+        changes['quality_backend'] = args.quality_backend
+    if args.steps is not None:
+        changes['steps'] = args.steps
+    return changes
+
 
 # (flag, RestorerSettings field, type, what it does)
 OPTIONS = (
