@@ -28,12 +28,10 @@ start is fatal: the node logs why and exits with code 1.
 """
 import json
 import sys
-import threading
 import time
 
 import cv2
 import numpy as np
-from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
@@ -44,10 +42,9 @@ from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_s
 from adaqual_ros.ros.node_parts import (
     Camera,
     FrameRejected,
-    Mailbox,
+    FrameWorkerNode,
     camera_figures,
     check_image_header,
-    input_topic,
     run_node,
 )
 from adaqual_ros.ros.params import DETECTION_PARAMS, ParamBinding, parse_cameras, parse_classes
@@ -61,7 +58,6 @@ except ImportError:
 
 NODE_NAME = 'adaqual_detection'
 _INPUT_DEPTH = 5
-_LOG_EVERY_S = 5.0
 # Changing these needs a new model object; the others are set on the loaded one.
 _RELOAD_KEYS = ('model', 'device', 'half')
 
@@ -106,7 +102,7 @@ def to_detection2d_array(header, detections):
     return out
 
 
-class DetectionNode(Node):
+class DetectionNode(FrameWorkerNode):
     """
     ROS 2 node running a YOLO detector (`adaqual_ros.detection.yolo.Detector`) on images.
 
@@ -121,7 +117,6 @@ class DetectionNode(Node):
         self._detector = None
         self._detector_key = None
         self._failed_key = None
-        self._warned = {}
         self.params = ParamBinding(self, DETECTION_PARAMS, on_change=self._on_params)
         self._cameras = [Camera(self, name, self._on_image, _INPUT_DEPTH)
                          for name in parse_cameras(self.params['cameras']) or ['']]
@@ -133,10 +128,7 @@ class DetectionNode(Node):
         self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
         self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
                                                 self.params['diagnostics_period_s'])
-        self._mailbox = Mailbox()
-        self._running = True
-        self._worker = threading.Thread(target=self._work, name='detection-worker', daemon=True)
-        self._worker.start()
+        self._start_worker('detection-worker')
         for cam in self._cameras:
             self.get_logger().info(
                 f'detecting on {self._input_topic(cam)} with {self._detector.path} '
@@ -195,17 +187,6 @@ class DetectionNode(Node):
 
     # ---- topics --------------------------------------------------------------------------
 
-    def _input_topic(self, cam):
-        return input_topic(self.params['input_compressed'], cam.prefix)
-
-    def _subscribe_image(self):
-        for cam in self._cameras:
-            cam.input.subscribe(self.params['input_compressed'])
-
-    def _refresh_input_qos(self):
-        for cam in self._cameras:
-            cam.input.refresh(self.params['input_compressed'])
-
     def _make_publishers(self):
         qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])
         wanted = {'json': (String, 'detections')}
@@ -223,31 +204,6 @@ class DetectionNode(Node):
         cam.frames_in += 1
         if self._mailbox.put((msg, time.monotonic(), cam), key=cam.name) is not None:
             self.stats.record_dropped('stale')
-
-    def _work(self):
-        while self._running:
-            item = self._mailbox.take(timeout=0.5)
-            if item is None:
-                continue
-            try:
-                self._handle(*item)
-            except Exception as exc:  # noqa: BLE001 - keep serving after any one bad frame
-                if not self.context.ok():
-                    return  # shutting down: publishers are gone, nothing to report
-                self.stats.record_dropped('internal_error')
-                self.stats.record_error(f'internal error: {exc!r}')
-                self._warn('internal', f'frame dropped (internal_error): {exc!r}')
-
-    def _warn(self, key, message):
-        """Log a warning at most once per _LOG_EVERY_S for each kind of problem."""
-        now = time.monotonic()
-        if now - self._warned.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
-            self._warned[key] = now
-            self.get_logger().warning(message)
-
-    def _drop(self, reason, message):
-        self.stats.record_dropped(reason)
-        self._warn(reason, f'frame dropped ({reason}): {message}')
 
     def _handle(self, msg, received, cam):
         listeners = cam.outputs.listeners()
@@ -355,9 +311,7 @@ class DetectionNode(Node):
         return build_status(f'{self.get_name()}: detection', det.device if det else '', figures)
 
     def close(self):
-        self._running = False
-        self._mailbox.close()
-        self._worker.join(timeout=2.0)
+        self._stop_worker(timeout=2.0)
 
 
 def _to_uint8_rgb(rgb):

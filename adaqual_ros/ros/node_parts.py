@@ -1,13 +1,16 @@
-"""Pieces the nodes share: the process entry point, the newest-frame mailbox, cameras, outputs."""
+"""Pieces the nodes share: the process entry point, the newest-frame mailbox, cameras, outputs,
+and the base of the nodes that handle camera frames on a worker thread."""
 import faulthandler
 import os
 import signal
 import sys
 import threading
+import time
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.logging import get_logger
+from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from adaqual_ros.io.codec import ImageCodecError, encoding_info
@@ -221,3 +224,70 @@ def camera_figures(cameras):
         out[f'camera.{cam.name}.frames_in'] = cam.frames_in
         out[f'camera.{cam.name}.frames_out'] = cam.frames_out
     return out
+
+
+class FrameWorkerNode(Node):
+    """
+    Base of the nodes that take camera frames (`Camera` inputs) on the executor and handle them
+    on a worker thread: the newest frame per camera waits in a `Mailbox`, so the executor never
+    blocks on the work; drops are counted by reason and warnings are rate-limited.
+
+    A subclass sets ``stats`` (`FrameStats`), ``params`` (with ``input_compressed``) and
+    ``_cameras``, implements ``_handle(msg, received, cam)``, and calls `_start_worker` at the
+    end of its constructor.
+    """
+
+    LOG_EVERY_S = 5.0  # one warning per kind of problem at most this often
+
+    def __init__(self, node_name, **kwargs):
+        self._warned = {}
+        self._running = False
+        super().__init__(node_name, **kwargs)
+
+    def _input_topic(self, cam):
+        return input_topic(self.params['input_compressed'], cam.prefix)
+
+    def _subscribe_image(self):
+        for cam in self._cameras:
+            cam.input.subscribe(self.params['input_compressed'])
+
+    def _refresh_input_qos(self):
+        for cam in self._cameras:
+            cam.input.refresh(self.params['input_compressed'])
+
+    def _warn(self, key, message):
+        """Log a warning at most once per LOG_EVERY_S for each kind of problem."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -self.LOG_EVERY_S) >= self.LOG_EVERY_S:
+            self._warned[key] = now
+            self.get_logger().warning(message)
+
+    def _drop(self, reason, message):
+        self.stats.record_dropped(reason)
+        self._warn(reason, f'frame dropped ({reason}): {message}')
+
+    def _start_worker(self, name):
+        self._mailbox = Mailbox()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
+        self._worker.start()
+
+    def _stop_worker(self, timeout):
+        self._running = False
+        if hasattr(self, '_mailbox'):  # a constructor that failed early started none
+            self._mailbox.close()
+            self._worker.join(timeout=timeout)
+
+    def _work(self):
+        while self._running:
+            item = self._mailbox.take(timeout=0.5)
+            if item is None:
+                continue
+            try:
+                self._handle(*item)
+            except Exception as exc:  # noqa: BLE001 - last line of defence: keep serving
+                if not self.context.ok():
+                    return  # shutting down: publishers are gone, nothing to report
+                self.stats.record_dropped('internal_error')
+                self.stats.record_error(f'internal error: {exc!r}')
+                self._warn('internal', f'frame dropped (internal_error): {exc!r}')

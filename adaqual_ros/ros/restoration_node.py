@@ -29,7 +29,6 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
@@ -41,10 +40,9 @@ from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_s
 from adaqual_ros.ros.node_parts import (
     Camera,
     FrameRejected,
-    Mailbox,
+    FrameWorkerNode,
     camera_figures,
     check_image_header,
-    input_topic,
     run_node,
 )
 from adaqual_ros.ros.params import (
@@ -66,14 +64,13 @@ _NODE_ONLY = {'enabled', 'max_rate_hz', 'max_pixels', 'input_compressed', 'camer
               'publish_visualization', 'publish_compressed', 'compressed_format',
               'jpeg_quality', 'output.reliability', 'output.depth', 'diagnostics_period_s'}
 _INPUT_DEPTH = 5
-_LOG_EVERY_S = 5.0
 
 
 def stamp_key(header):
     return header.stamp.sec, header.stamp.nanosec
 
 
-class RestorationNode(Node):
+class RestorationNode(FrameWorkerNode):
     """
     ROS 2 node that restores a camera stream with the AdaQual runtime.
 
@@ -85,7 +82,6 @@ class RestorationNode(Node):
     def __init__(self, node_name=NODE_NAME, **kwargs):
         super().__init__(node_name, **kwargs)
         self.stats = FrameStats()
-        self._warned = {}
         self._restorer_ready = False
         self.params = ParamBinding(self, RESTORATION_PARAMS, rule=self._check_rule,
                                    on_change=self._on_params)
@@ -127,10 +123,7 @@ class RestorationNode(Node):
         self.create_service(SetBool, '~/enable', self._on_enable)
         self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
                                                 self.params['diagnostics_period_s'])
-        self._mailbox = Mailbox()
-        self._running = True
-        self._worker = threading.Thread(target=self._work, name='restoration-worker', daemon=True)
-        self._worker.start()
+        self._start_worker('restoration-worker')
         for cam in self._cameras:
             self.get_logger().info(
                 f'restoring {self._input_topic(cam)} -> {cam.prefix}restored/image_raw with '
@@ -192,17 +185,6 @@ class RestorationNode(Node):
 
     # ---- topics ----------------------------------------------------------------------------
 
-    def _input_topic(self, cam):
-        return input_topic(self.params['input_compressed'], cam.prefix)
-
-    def _subscribe_image(self):
-        for cam in self._cameras:
-            cam.input.subscribe(self.params['input_compressed'])
-
-    def _refresh_input_qos(self):
-        for cam in self._cameras:
-            cam.input.refresh(self.params['input_compressed'])
-
     def _make_publishers(self):
         qos = publisher_qos(self.params['output.reliability'], self.params['output.depth'])
         wanted = {'image': (Image, 'restored/image_raw'),
@@ -231,19 +213,6 @@ class RestorationNode(Node):
             self.stats.record_dropped('stale')
 
     # ---- worker thread -------------------------------------------------------------------
-
-    def _work(self):
-        while self._running:
-            item = self._mailbox.take(timeout=0.5)
-            if item is None:
-                continue
-            msg, received, cam = item
-            try:
-                self._handle(msg, received, cam)
-            except Exception as exc:  # noqa: BLE001 - last line of defence: keep serving
-                self.stats.record_dropped('internal_error')
-                self.stats.record_error(f'internal error: {exc!r}')
-                self._warn('internal', f'internal error, frame dropped: {exc!r}')
 
     def _handle(self, msg, received, cam):
         listeners = cam.outputs.listeners()
@@ -305,17 +274,6 @@ class RestorationNode(Node):
             except Exception as exc:  # noqa: BLE001 - the frame is out; the extras are not vital
                 self.stats.record_error(f'quality map/prompts not published: {exc!r}')
                 self._warn('quality_publish', f'quality map/prompts not published: {exc!r}')
-
-    def _drop(self, reason, message):
-        self.stats.record_dropped(reason)
-        self._warn(reason, f'frame dropped ({reason}): {message}')
-
-    def _warn(self, key, message):
-        """Log a warning at most once per _LOG_EVERY_S for each kind of problem."""
-        now = time.monotonic()
-        if now - self._warned.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
-            self._warned[key] = now
-            self.get_logger().warning(message)
 
     def _decode(self, msg):
         """
@@ -504,10 +462,7 @@ class RestorationNode(Node):
                             figures, level=level, message=message)
 
     def destroy_node(self):
-        self._running = False
-        if hasattr(self, '_mailbox'):
-            self._mailbox.close()
-            self._worker.join(timeout=5.0)
+        self._stop_worker(timeout=5.0)
         return super().destroy_node()
 
 
