@@ -58,7 +58,7 @@ def add_arguments(parser):
     parser.add_argument('--severity', type=float, default=0.5, help='severity of --weather')
     parser.add_argument('--backend', default='adaqual',
                         help="the node's backend (its estimator is the one calibrated)")
-    add_model_options(parser)
+    add_model_options(parser, steps=False)
     add_restorer_options(parser)
 
 

@@ -26,10 +26,11 @@ QUALITY_MODEL_PATH_HELP = ('weights folder of the estimator (default: for the ad
 
 
 
-def add_model_options(parser, device='auto', threads=0):
-    """--model-path, --quality-backend, --quality-model-path, --device, --threads, --steps.
-    ``device`` and ``threads``: the command's defaults (evaluate: the CPU and 2 threads, so its
-    figures are reproducible; the others run where the node would)."""
+def add_model_options(parser, device='auto', threads=0, steps=True):
+    """--model-path, --quality-backend, --quality-model-path, --device, --threads and, with
+    ``steps``, --steps (calibrate never runs the network). ``device`` and ``threads``: the
+    command's defaults (evaluate: the CPU and 2 threads, so its figures are reproducible; the
+    others run where the node would)."""
     parser.add_argument('--model-path', default='',
                         help='AdaQual pipeline folder (default: the shipped checkpoint)')
     parser.add_argument('--quality-backend', default=None,
@@ -40,6 +41,8 @@ def add_model_options(parser, device='auto', threads=0):
                         help="'auto', 'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
     parser.add_argument('--threads', type=int, default=threads,
                         help='torch CPU threads (0 = the torch default; default: %(default)s)')
+    if not steps:
+        return
     parser.add_argument('--steps', type=int, default=None,
                         help="AdaQual DDIM steps (the node's `steps`; default: the runtime "
                              "default, 2)")
@@ -52,7 +55,7 @@ def model_changes(args):
                'device': args.device, 'threads': args.threads, 'fallback_to_classical': False}
     if args.quality_backend:
         changes['quality_backend'] = args.quality_backend
-    if args.steps is not None:
+    if getattr(args, 'steps', None) is not None:
         changes['steps'] = args.steps
     return changes
 
