@@ -3,7 +3,7 @@
 # i.e. one whole-frame window whenever any cell is degraded (settings.whole_frames_for), with the
 # shipped small checkpoint. Steps, in order of priority, each cut to what is left of DEADLINE:
 #   cuda_tests  the CUDA-only tests (whole-frame planning, out-of-memory recovery, model)
-#   bench       `adaqual bench` as the README runs it (ratios included) on CUDA, default tiles
+#   bench       `adaqual bench` with its ratios on CUDA, default tiles, the model only
 #   ab_*        1280x720, default tiles vs `--tile-size 0` (one window over the damage only),
 #               alternated twice, side by side in one session
 # Expects .gpu/ (tools/gpu_prepare.sh). Results: $OUT/default.tgz, re-packed after every step.

@@ -108,13 +108,11 @@ class Row:
         settings = RestorerSettings(
             backend=name, half=False, **model_changes(args), **restorer_changes(args),
             **({} if args.noise_seed is None else {'seed': args.noise_seed}))
-        if args.quality_backend:
-            self.restorer = Restorer(settings)
-            return
         try:
             self.restorer = Restorer(settings)
         except Exception as exc:  # noqa: BLE001 - retried below, and the reason is reported
-            if settings.quality_backend == 'classical':
+            # An estimator asked for by name is not swapped; nor is the classical one.
+            if args.quality_backend or settings.quality_backend == 'classical':
                 raise
             # No learned-estimator weights yet: the no-weights estimator still lets the row run.
             self.restorer = Restorer(settings.with_changes(quality_backend='classical'))

@@ -25,7 +25,6 @@ QUALITY_MODEL_PATH_HELP = ('weights folder of the estimator (default: for the ad
                            'shipped one)')
 
 
-
 def add_model_options(parser, device='auto', threads=0, steps=True):
     """--model-path, --quality-backend, --quality-model-path, --device, --threads and, with
     ``steps``, --steps (calibrate never runs the network). ``device`` and ``threads``: the

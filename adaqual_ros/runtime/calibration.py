@@ -57,8 +57,12 @@ def pass_threshold(qmaps, settings, pass_rate=0.95):
     if not 0.0 < pass_rate <= 1.0:
         raise ValueError(f'pass_rate must be in (0, 1], got {pass_rate}')
 
-    def share_at(step):
-        return pass_share(qmaps, round(step * STEP, 2), settings)
+    shares = {}
+
+    def share_at(step):  # each grid step's share is computed once
+        if step not in shares:
+            shares[step] = pass_share(qmaps, round(step * STEP, 2), settings)
+        return shares[step]
 
     # A frame that passes at one threshold passes at every lower one, so the share falls as the
     # threshold rises: bisect the grid for the highest step whose share is high enough.
