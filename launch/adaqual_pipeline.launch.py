@@ -22,7 +22,7 @@ from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from adaqual_ros.ros.pipeline_graph import check_graph, load_graph, retarget_image
+from adaqual_ros.ros.pipeline_graph import GRAPH_ARGUMENTS, build_graph, check_graph
 
 PACKAGE = 'adaqual_ros'  # also spelt out in Node(...) for readers and checks
 
@@ -31,32 +31,10 @@ def _nodes(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    overrides = {}
-    enable = []
-    if arg('backend'):
-        overrides['restoration'] = {'backend': arg('backend')}
-    device = arg('device')
-    if device:
-        overrides.setdefault('restoration', {})['device'] = device
-    base = load_graph(arg('graph'))
-    for node in base.nodes:
-        if node.executable == 'detection_node':
-            if arg('detector'):
-                overrides.setdefault(node.key, {})['model'] = arg('detector')
-            if device:
-                overrides.setdefault(node.key, {})['device'] = device
-            if arg('source') and not node.enabled:
-                enable.append(node.key)
-        elif node.executable == 'metrics_node' and arg('report_dir'):
-            overrides.setdefault(node.key, {})['report_dir'] = arg('report_dir')
-        elif node.executable == 'camera_player' and arg('source'):
-            overrides.setdefault(node.key, {})['source'] = arg('source')
-            enable.append(node.key)
-    graph = load_graph(arg('graph'), namespace=arg('namespace') or None,
-                       params_file=arg('params_file') or None, overrides=overrides,
-                       enable=enable)
-    if arg('image'):
-        retarget_image(graph, arg('image'))
+    # The same graph, from the same arguments, as `adaqual pipeline` (build_graph: tested there).
+    graph = build_graph(arg('graph'), namespace=arg('namespace') or None,
+                        params_file=arg('params_file') or None,
+                        **{name: arg(name) for name in GRAPH_ARGUMENTS})
     problems = check_graph(graph)
     if problems:
         raise RuntimeError('adaqual_pipeline.launch.py: ' + '; '.join(problems))

@@ -41,6 +41,14 @@ def add_arguments(parser):
     parser.add_argument('--detector', default=None,
                         help='YOLO model for every detection node (default: their `model` '
                              'parameter, $ADAQUAL_DETECTOR or the assets detector)')
+    parser.add_argument('--backend', default=None,
+                        help='restoration backend: adaqual | classical | passthrough (default: '
+                             'the params file)')
+    parser.add_argument('--device', default=None,
+                        help='torch device of the restoration and detection nodes, e.g. cpu, '
+                             'cuda (default: the params file)')
+    parser.add_argument('--report-dir', default=None, dest='report_dir',
+                        help="the metrics node's report folder (default: the params file)")
     parser.add_argument('--image', default=None,
                         help='camera image topic (absolute, or relative to the namespace) '
                              'instead of image_raw')
@@ -58,43 +66,13 @@ def add_arguments(parser):
 
 def build(args):
     """The `Graph` the arguments describe (raises GraphError)."""
-    from adaqual_ros.ros.pipeline_graph import (
-        GraphError,
-        load_graph,
-        parse_overrides,
-        retarget_image,
-    )
+    from adaqual_ros.ros.pipeline_graph import build_graph, parse_overrides
 
-    path = Path(args.params) if args.params else _default_graph()
-    overrides = parse_overrides(args.set)
-    enable = list(args.enable)
-    graph = load_graph(path, namespace=args.namespace, params_file=args.params_file)
-    keys = {node.key: node for node in graph.nodes}
-
-    def put(key, name, value):
-        overrides.setdefault(key, {}).setdefault(name, value)
-    if args.source is not None:
-        source = Path(args.source).expanduser().resolve()
-        if not source.exists():
-            raise GraphError(f'--source {args.source}: no such file or folder')
-        players = [k for k, n in keys.items() if n.executable == 'camera_player']
-        if not players:
-            raise GraphError(f'{path} has no camera_player node to play --source')
-        for key in players:
-            put(key, 'source', str(source))
-            enable.append(key)
-        enable += [k for k, n in keys.items()
-                   if n.executable == 'detection_node' and not n.enabled]
-    if args.detector is not None:
-        detector = Path(args.detector).expanduser().resolve()
-        for key, node in keys.items():
-            if node.executable == 'detection_node':
-                put(key, 'model', str(detector))
-    graph = load_graph(path, namespace=args.namespace, params_file=args.params_file,
-                       overrides=overrides, enable=enable)
-    if args.image is not None:
-        retarget_image(graph, args.image)
-    return graph
+    return build_graph(Path(args.params) if args.params else _default_graph(),
+                       namespace=args.namespace, params_file=args.params_file,
+                       overrides=parse_overrides(args.set), enable=args.enable,
+                       source=args.source, image=args.image, detector=args.detector,
+                       backend=args.backend, device=args.device, report_dir=args.report_dir)
 
 
 def run(args):

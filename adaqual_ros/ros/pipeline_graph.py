@@ -207,6 +207,75 @@ def load_graph(path, namespace=None, params_file=None, overrides=None, enable=()
     return Graph(graph_ns, nodes, path)
 
 
+# Shortcuts of `adaqual pipeline` and adaqual_pipeline.launch.py: parameter -> the executables
+# whose every node gets it.
+SHORTCUTS = {
+    'backend': ('backend', ('restoration_node',)),
+    'device': ('device', ('restoration_node', 'detection_node')),
+    'detector': ('model', ('detection_node',)),
+    'report_dir': ('report_dir', ('metrics_node',)),
+}
+
+_PATH_SHORTCUTS = ('detector', 'report_dir')
+# build_graph's keyword arguments that adaqual_pipeline.launch.py passes on by the same name.
+GRAPH_ARGUMENTS = ('source', 'image', *SHORTCUTS)
+
+
+def build_graph(path, namespace=None, params_file=None, overrides=None, enable=(), source=None,
+                image=None, **shortcuts):
+    """
+    The graph `adaqual pipeline` and launch/adaqual_pipeline.launch.py start: `load_graph` with
+    ``overrides`` and ``enable``, plus what their shortcut arguments set.
+
+    Args:
+        source (`str`, *optional*): a video, image folder or bag for the camera player: the
+            player is started with it, and so are the detection nodes the file disables (the
+            clean-frame reference).
+        image (`str`, *optional*): the camera topic (`retarget_image`).
+        **shortcuts: `SHORTCUTS` (``backend``, ``device``, ``detector``, ``report_dir``): a
+            parameter for every node of their executables. None or '' = not given. An entry of
+            ``overrides`` wins over a shortcut.
+
+    Raises:
+        GraphError: as `load_graph`; also a ``source`` that does not exist or a graph without
+            a camera player to play it (a missing detector is `check_graph`'s to report).
+    """
+    unknown = set(shortcuts) - set(SHORTCUTS)
+    if unknown:
+        raise TypeError(f'unknown shortcut {sorted(unknown)[0]!r} (known: {", ".join(SHORTCUTS)})')
+    base = load_graph(path, namespace=namespace, params_file=params_file)
+    overrides = {key: dict(values) for key, values in (overrides or {}).items()}
+    enable = list(enable or ())
+
+    def put(executables, name, value):
+        for node in base.nodes:
+            if node.executable in executables:
+                overrides.setdefault(node.key, {}).setdefault(name, value)
+
+    if source:
+        resolved = Path(source).expanduser().resolve()
+        if not resolved.exists():
+            raise GraphError(f'source {source}: no such file or folder')
+        players = [n.key for n in base.nodes if n.executable == 'camera_player']
+        if not players:
+            raise GraphError(f'{base.source} has no camera_player node to play {source}')
+        put(('camera_player',), 'source', str(resolved))
+        enable += players + [n.key for n in base.nodes
+                             if n.executable == 'detection_node' and not n.enabled]
+    for shortcut, value in shortcuts.items():
+        if value in (None, ''):
+            continue
+        if shortcut in _PATH_SHORTCUTS:  # relative to the caller's folder, not the node's
+            value = str(Path(value).expanduser().resolve())
+        name, executables = SHORTCUTS[shortcut]
+        put(executables, name, value)
+    graph = load_graph(path, namespace=namespace, params_file=params_file, overrides=overrides,
+                       enable=enable)
+    if image:
+        retarget_image(graph, image)
+    return graph
+
+
 def retarget_image(graph, topic):
     """
     Point every node that reads the camera (a node with an `image_raw` remap) at `topic`.

@@ -66,7 +66,7 @@ def test_launch_files_name_only_installed_executables():
                 assert executable.value in scripts, (path.name, executable.value)
             else:
                 # Taken from the graph file: those names are checked just below.
-                assert 'load_graph' in path.read_text(), path.name
+                assert 'build_graph' in path.read_text(), path.name
     # The pipeline launch file and `adaqual pipeline` take their executables from the graph.
     for node in load_graph(GRAPH).nodes:
         assert node.executable in scripts, node.executable
@@ -82,15 +82,58 @@ def test_launch_parameter_overrides_are_declared():
         for name in re.findall(r'\{key: arg\(key\) for key in \(([^)]*)\)', path.read_text()):
             for key in ast.literal_eval(f'({name})'):
                 assert key in declared, (path.name, key)
-    # The pipeline launch file sets parameters by name on nodes of the graph: each is declared.
-    text = (REPO / 'launch' / 'adaqual_pipeline.launch.py').read_text()
-    setters = re.findall(r"\['(\w+)'\] = arg\(", text)
-    setters += re.findall(r"\{'(\w+)': arg\(", text)
-    assert setters, 'no parameter set in the pipeline launch file'
-    every = {name for _, specs in ros_params.NODE_TABLES.values() for name in
-             ros_params.spec_map(specs)}
-    for key in setters:
-        assert key in every, key
+    # The pipeline launch file passes its arguments to build_graph by name: each is declared
+    # there, and each shortcut sets a parameter the nodes it reaches declare.
+    tree = ast.parse((REPO / 'launch' / 'adaqual_pipeline.launch.py').read_text())
+    declared_args = {node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                     and getattr(node.func, 'id', None) == 'DeclareLaunchArgument'}
+    assert set(pipeline_graph.GRAPH_ARGUMENTS) <= declared_args
+    tables = {exe: ros_params.NODE_TABLES[table][1]
+              for exe, (_, table) in pipeline_graph.EXECUTABLES.items()}
+    for name, executables in pipeline_graph.SHORTCUTS.values():
+        for exe in executables:
+            assert name in ros_params.spec_map(tables[exe]), (exe, name)
+
+
+def test_build_graph_shortcuts_reach_every_node_of_their_kind(tmp_path):
+    """What `adaqual pipeline` and the pipeline launch file set from their arguments."""
+    clip, model, mine = tmp_path / 'clip.mp4', tmp_path / 'model.onnx', tmp_path / 'mine.onnx'
+    for path in (clip, model, mine):
+        path.write_bytes(b'')
+    graph = pipeline_graph.build_graph(
+        GRAPH, overrides={'detect_raw': {'model': str(mine)}}, source=str(clip),
+        detector=str(model), backend='classical', device='cpu', report_dir=str(tmp_path),
+        image='/cam/image_raw')
+    assert graph['restoration'].parameters['backend'] == 'classical'
+    assert [graph[k].parameters['device'] for k in ('restoration', 'detect_raw',
+                                                     'detect_restored', 'detect_clean')] == \
+        ['cpu'] * 4
+    assert 'device' not in graph['metrics'].parameters
+    # an override names its node and wins over the shortcut
+    assert graph['detect_raw'].parameters['model'] == str(mine)
+    assert graph['detect_restored'].parameters['model'] == str(model)
+    assert graph['metrics'].parameters['report_dir'] == str(tmp_path)
+    # a source starts the player and the clean-frame detector the file leaves off
+    assert graph['player'].parameters['source'] == str(clip.resolve())
+    assert {'player', 'detect_clean'} <= {n.key for n in graph.enabled()}
+    assert graph['detect_raw'].remaps['image_raw'] == '/cam/image_raw'
+    assert check_graph(graph) == []
+    missing = pipeline_graph.build_graph(GRAPH, detector=str(tmp_path / 'none.onnx'))
+    assert any('none.onnx' in problem for problem in check_graph(missing))
+    # nothing given: the file as it is
+    plain = pipeline_graph.build_graph(GRAPH, backend='', source=None)
+    assert [n.key for n in plain.enabled()] == [n.key for n in load_graph(GRAPH).enabled()]
+    assert 'backend' not in plain['restoration'].parameters
+    # the two-camera graph: one restoration and one detection node, whatever their keys
+    cams = pipeline_graph.build_graph(CAMERAS_GRAPH, backend='passthrough', device='cpu')
+    assert cams['restoration'].parameters['backend'] == 'passthrough'
+    assert cams['detection'].parameters['device'] == 'cpu'
+    with pytest.raises(GraphError, match='no such file or folder'):
+        pipeline_graph.build_graph(GRAPH, source=str(tmp_path / 'missing.mp4'))
+    with pytest.raises(GraphError, match='no camera_player node'):
+        pipeline_graph.build_graph(CAMERAS_GRAPH, source=str(clip))
+    with pytest.raises(TypeError, match='unknown shortcut'):
+        pipeline_graph.build_graph(GRAPH, conf=0.3)
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
