@@ -118,6 +118,8 @@ class BagWriter:
         self._writer = Writer(self._file)
         self._schemas = {}
         self._seq = {}
+        self._copied_schemas = {}
+        self._copied_channels = {}
         self.count = 0
 
     def _schema(self, datatype):
@@ -125,20 +127,22 @@ class BagWriter:
             self._schemas[datatype] = self._writer.register_msgdef(datatype, MSGDEFS[datatype])
         return self._schemas[datatype]
 
-    def _write(self, topic, datatype, message, stamp_ns):
+    def _write(self, topic, datatype, message, stamp_ns, log_time_ns=None):
         seq = self._seq.get(topic, 0)
+        log_time = int(stamp_ns if log_time_ns is None else log_time_ns)
         self._writer.write_message(topic, self._schema(datatype), message,
-                                   log_time=int(stamp_ns), publish_time=int(stamp_ns),
-                                   sequence=seq)
+                                   log_time=log_time, publish_time=log_time, sequence=seq)
         self._seq[topic] = seq + 1
         self.count += 1
 
-    def write_image(self, topic, image, stamp_ns, frame_id='camera', encoding='rgb8'):
-        """Write a sensor_msgs/Image; `image` is laid out as `encoding` says (RGB for rgb8)."""
+    def write_image(self, topic, image, stamp_ns, frame_id='camera', encoding='rgb8',
+                    log_time_ns=None):
+        """Write a sensor_msgs/Image; `image` is laid out as `encoding` says (RGB for rgb8).
+        The log time is the stamp unless ``log_time_ns`` is given."""
         fields = codec.encode_image(np.ascontiguousarray(image), encoding)
         fields['data'] = bytes(fields['data'])
         self._write(topic, IMAGE_TYPE, {'header': _header(stamp_ns, frame_id), **fields},
-                    stamp_ns)
+                    stamp_ns, log_time_ns)
 
     def write_compressed(self, topic, rgb, stamp_ns, frame_id='camera', fmt='jpeg',
                          quality=95):
@@ -146,6 +150,26 @@ class BagWriter:
         data, fmt_text = codec.encode_compressed(np.ascontiguousarray(rgb), 'rgb8', fmt, quality)
         self._write(topic, COMPRESSED_TYPE, {'header': _header(stamp_ns, frame_id),
                                              'format': fmt_text, 'data': data}, stamp_ns)
+
+    def copy(self, schema, channel, message, topic=None):
+        """
+        Write a message read from another MCAP file as it is (bytes, times, sequence), under its
+        own schema and channel, or on ``topic`` instead of the channel's.
+        """
+        # mcap-ros2-support has no raw-message API: its Writer's MCAP writer takes the record.
+        raw = self._writer._writer
+        key = None if schema is None else (schema.name, schema.encoding, bytes(schema.data))
+        if key not in self._copied_schemas:
+            self._copied_schemas[key] = 0 if schema is None else raw.register_schema(
+                schema.name, schema.encoding, schema.data)
+        topic = channel.topic if topic is None else topic
+        if topic not in self._copied_channels:
+            self._copied_channels[topic] = raw.register_channel(
+                topic, channel.message_encoding, self._copied_schemas[key],
+                dict(channel.metadata or {}))
+        raw.add_message(self._copied_channels[topic], message.log_time, message.data,
+                        message.publish_time, message.sequence)
+        self.count += 1
 
     def write_camera_info(self, topic, height, width, stamp_ns, frame_id='camera'):
         self._write(topic, CAMERA_INFO_TYPE, camera_info_dict(height, width, stamp_ns, frame_id),
@@ -221,6 +245,24 @@ def _to_rgb8(message, datatype):
     return np.ascontiguousarray(rgb), encoding
 
 
+def _image_topic(path, topic, topics):
+    """The image topic of the bag to use: ``topic`` (with or without its leading slash), or
+    the bag's only image topic when None."""
+    candidates = [t for t, info in topics.items() if info['type'] in IMAGE_TYPES]
+    if topic is None:
+        if len(candidates) != 1:
+            raise BagError(f'{path.name} has image topics {candidates}; choose one with topic=')
+        return candidates[0]
+    if topic not in topics:
+        alt = topic[1:] if topic.startswith('/') else '/' + topic
+        if alt not in topics:
+            raise BagError(f'topic {topic!r} is not in {path.name}; image topics: {candidates}')
+        topic = alt
+    if topics[topic]['type'] not in IMAGE_TYPES:
+        raise BagError(f'topic {topic!r} has type {topics[topic]["type"]}, not an image type')
+    return topic
+
+
 def read_images(path, topic=None, limit=None):
     """
     Yield `BagImage`s (RGB uint8) from one image topic of an MCAP bag, in log-time order.
@@ -234,20 +276,7 @@ def read_images(path, topic=None, limit=None):
     from mcap_ros2.decoder import DecoderFactory
 
     path = resolve_bag_path(path)
-    topics = list_topics(path)
-    candidates = [t for t, info in topics.items() if info['type'] in IMAGE_TYPES]
-    if topic is None:
-        if len(candidates) != 1:
-            raise BagError(f'{path.name} has image topics {candidates}; choose one with topic=')
-        topic = candidates[0]
-    if topic not in topics:
-        # Accept the topic with or without its leading slash.
-        alt = topic[1:] if topic.startswith('/') else '/' + topic
-        if alt not in topics:
-            raise BagError(f'topic {topic!r} is not in {path.name}; image topics: {candidates}')
-        topic = alt
-    if topics[topic]['type'] not in IMAGE_TYPES:
-        raise BagError(f'topic {topic!r} has type {topics[topic]["type"]}, not an image type')
+    topic = _image_topic(path, topic, list_topics(path))
     with open(path, 'rb') as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
         for index, (schema, _, message, decoded) in enumerate(
@@ -257,3 +286,101 @@ def read_images(path, topic=None, limit=None):
             rgb, encoding = _to_rgb8(decoded, schema.name)
             yield BagImage(topic, _stamp_ns(decoded.header), decoded.header.frame_id, rgb,
                            encoding, int(message.log_time), index)
+
+
+def restored_topic(topic):
+    """
+    Where the restoration node would publish a camera's restored frames: '/cam/image_raw' and
+    '/cam/image_raw/compressed' -> '/cam/restored/image_raw' (always a raw Image, as the node
+    answers compressed input); any other name likewise ('/cam/rgb' -> '/cam/restored/rgb').
+    """
+    base = topic[:-len('/compressed')] if topic.endswith('/compressed') else topic
+    namespace, _, name = base.rpartition('/')
+    return f'{namespace}/restored/{name}'
+
+
+def _camera_info_topic(topic):
+    base = topic[:-len('/compressed')] if topic.endswith('/compressed') else topic
+    return base.rpartition('/')[0] + '/camera_info'
+
+
+def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_image=None):
+    """
+    Copy a bag and add a processed copy of one image topic, the way the restoration node adds
+    its output to a camera's topics.
+
+    Every message of ``src`` goes to ``dst`` unchanged (bytes, schema, channel, times). After
+    each image on ``topic`` (the first ``limit`` of them; None: all), ``process(frame,
+    stamp_ns)`` gets the frame as `codec.frame_for_processing` gives it (RGB, RGBA or a plane)
+    and returns one of the same shape and dtype, which is written as a sensor_msgs/Image on
+    ``out_topic`` (default `restored_topic`) with the image's header and log time, in the
+    encoding the image was recorded in (a CompressedImage's original encoding, as the node
+    does). Messages of the camera's camera_info (the topic beside the image topic) are copied
+    to ``<out namespace>/camera_info`` too. An image that cannot be decoded, or that
+    ``process`` refuses with a ValueError, is not written and is counted.
+
+    Args:
+        on_image (`callable`, *optional*): called after each image with (index, total).
+
+    Returns:
+        `dict`: 'topic', 'out_topic', 'images' (processed and written), 'failed'
+        ([(index, reason)]), 'copied' (messages copied unchanged).
+
+    Raises:
+        BagError: no such bag or topic, or ``out_topic`` already in the bag.
+    """
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    src = resolve_bag_path(src)
+    topics = list_topics(src)
+    topic = _image_topic(src, topic, topics)
+    out_topic = out_topic or restored_topic(topic)
+    info_in = _camera_info_topic(topic)
+    info_out = out_topic.rpartition('/')[0] + '/camera_info'
+    for name in (out_topic, info_out if info_in in topics else None):
+        if name in topics:
+            raise BagError(f'{src.name} already has a topic {name!r} (restored before?); '
+                           'choose another output topic')
+    total = topics[topic]['count'] if limit is None else min(limit, topics[topic]['count'])
+    report = {'topic': topic, 'out_topic': out_topic, 'images': 0, 'failed': [], 'copied': 0}
+    decoder = DecoderFactory()
+    decoders = {}
+    index = 0
+    with open(src, 'rb') as f, BagWriter(dst) as out:
+        for schema, channel, message in make_reader(f).iter_messages(log_time_order=True):
+            out.copy(schema, channel, message)
+            report['copied'] += 1
+            if channel.topic == info_in:
+                out.copy(schema, channel, message, topic=info_out)
+            if channel.topic != topic or (limit is not None and index >= limit):
+                continue
+            if schema.id not in decoders:
+                decoders[schema.id] = decoder.decoder_for(channel.message_encoding, schema)
+            try:
+                decoded = decoders[schema.id](message.data)
+                frame, target = _frame_of(decoded, schema.name)
+                result = process(frame, _stamp_ns(decoded.header))
+                image = codec.frame_to_encoding(result, target)
+                out.write_image(out_topic, image, _stamp_ns(decoded.header),
+                                decoded.header.frame_id, encoding=target,
+                                log_time_ns=message.log_time)
+                report['images'] += 1
+            except ValueError as exc:  # undecodable (ImageCodecError), or refused by process
+                report['failed'].append((index, str(exc)))
+            index += 1
+            if on_image is not None:
+                on_image(index, total)
+    return report
+
+
+def _frame_of(message, datatype):
+    """(frame for processing, encoding to write it back in) of a decoded image message."""
+    if datatype == COMPRESSED_TYPE:
+        frame, tag = codec.compressed_for_processing(bytes(message.data), message.format,
+                                                     keep_alpha=True)
+        return frame, tag.partition(':')[2]
+    array, encoding = codec.decode_image(message.encoding, message.height, message.width,
+                                         message.step, bytes(message.data),
+                                         bool(message.is_bigendian))
+    return codec.frame_for_processing(array, encoding, keep_alpha=True), encoding

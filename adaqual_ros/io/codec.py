@@ -338,6 +338,55 @@ def to_rgb(array, encoding):
     return convert_encoding(array, encoding, target), 'rgb'
 
 
+def frame_for_processing(array, encoding, keep_alpha=False):
+    """
+    The frame a restorer or detector works on, from an image in ``encoding``: RGB (H, W, 3) at
+    the image's bit depth (`to_rgb`), the (H, W) plane of mono and depth encodings, or, with
+    ``keep_alpha``, RGBA (H, W, 4) for encodings with an alpha channel, so that
+    `frame_to_encoding` can put the alpha back bit-identical.
+    """
+    rgba = _with_alpha(array, encoding) if keep_alpha else None
+    return rgba if rgba is not None else to_rgb(array, encoding)[0]
+
+
+def compressed_for_processing(data, fmt='', keep_alpha=False):
+    """
+    `frame_for_processing` of a CompressedImage payload: ``(frame, tag)``, the tag naming the
+    codec and the encoding the image was recorded in ('jpeg:rgb8'; from the format field when it
+    says, else what the codec decoded: 'bgr8', 'mono8', ...).
+    """
+    image, decoded = decode_compressed(data, fmt)
+    codec, original = parse_compressed_format(fmt)
+    tag = original or decoded
+    if image.ndim == 2 and encoding_info(tag)[2] != 1:
+        tag = decoded  # a mono jpeg of a colour source comes back as mono
+    return frame_for_processing(image, decoded, keep_alpha), f'{codec or "jpeg"}:{tag}'
+
+
+def frame_to_encoding(frame, target):
+    """A frame as `frame_for_processing` gave it (same dtype), back in the ``target`` encoding."""
+    return convert_encoding(frame, _processed_encoding(frame, target), target)
+
+
+def _with_alpha(image, encoding):
+    """RGBA at the image's bit depth when `encoding` has four 8/16-bit channels, else None."""
+    layout, dtype, channels = encoding_info(encoding)
+    if channels != 4 or dtype not in (np.uint8, np.uint16) or \
+            layout not in ('rgba', 'bgra', 'generic'):
+        return None
+    return convert_encoding(image, encoding, 'rgba16' if dtype == np.uint16 else 'rgba8')
+
+
+def _processed_encoding(image, target):
+    # Name what frame_for_processing produced for `target`: the mono/depth plane keeps the
+    # target's own encoding; colour is rgb8 or rgb16, rgba8 or rgba16 with the alpha kept.
+    _, dtype, channels = encoding_info(target)
+    if getattr(image, 'ndim', 0) == 2:
+        return target if channels == 1 else ('mono16' if image.dtype == 'uint16' else 'mono8')
+    base = 'rgba' if image.ndim == 3 and image.shape[2] == 4 else 'rgb'
+    return base + ('16' if getattr(image, 'dtype', None) == 'uint16' else '8')
+
+
 def _compressed_format(fmt):
     key = str(fmt).strip().lower().lstrip('.')
     if key not in _COMPRESSED_ALIASES:

@@ -9,18 +9,17 @@ in the encoding (and with the header) it came in with.
 """
 import array as _array
 
-import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
 from adaqual_ros.io.codec import (
     ImageCodecError,
-    convert_encoding,
+    compressed_for_processing,
     decode_compressed,
     decode_image,
     encode_compressed,
     encode_image,
-    encoding_info,
-    parse_compressed_format,
+    frame_for_processing,
+    frame_to_encoding,
     to_rgb,
 )
 
@@ -143,29 +142,8 @@ def image_to_rgb(msg, keep_alpha=False):
         CompressedImage.
     """
     if isinstance(msg, CompressedImage):
-        image, decoded = decode_compressed(msg.data, msg.format)
-        codec, original = parse_compressed_format(msg.format)
-        rgb = _with_alpha(image, decoded) if keep_alpha else None
-        if rgb is None:
-            rgb, _ = to_rgb(image, decoded)
-        tag = original or decoded
-        if image.ndim == 2 and encoding_info(tag)[2] != 1:
-            tag = decoded  # a mono jpeg of a colour source comes back as mono
-        return rgb, f'{codec or "jpeg"}:{tag}'
-    image = imgmsg_to_cv2(msg)
-    rgb = _with_alpha(image, msg.encoding) if keep_alpha else None
-    if rgb is None:
-        rgb, _ = to_rgb(image, msg.encoding)
-    return rgb, msg.encoding
-
-
-def _with_alpha(image, encoding):
-    """RGBA at the image's bit depth when `encoding` has four 8/16-bit channels, else None."""
-    layout, dtype, channels = encoding_info(encoding)
-    if channels != 4 or dtype not in (np.uint8, np.uint16) or \
-            layout not in ('rgba', 'bgra', 'generic'):
-        return None
-    return convert_encoding(image, encoding, 'rgba16' if dtype == np.uint16 else 'rgba8')
+        return compressed_for_processing(msg.data, msg.format, keep_alpha)
+    return frame_for_processing(imgmsg_to_cv2(msg), msg.encoding, keep_alpha), msg.encoding
 
 
 def rgb_to_image(rgb, encoding, header=None):
@@ -185,17 +163,7 @@ def rgb_to_image(rgb, encoding, header=None):
     if not isinstance(encoding, str):
         raise ImageCodecError(f'encoding must be a string, got {type(encoding).__name__}')
     codec, _, target = encoding.partition(':') if ':' in encoding else (None, '', encoding)
-    image = convert_encoding(rgb, _plane_encoding(rgb, target), target)
+    image = frame_to_encoding(rgb, target)
     if codec is not None:
         return cv2_to_compressed_imgmsg(image, codec, header, encoding=target)
     return cv2_to_imgmsg(image, target, header)
-
-
-def _plane_encoding(image, target):
-    # Name what image_to_rgb produced for `target`: the mono/depth plane keeps the target's own
-    # encoding; colour is rgb8 or rgb16, rgba8 or rgba16 with the alpha kept.
-    _, dtype, channels = encoding_info(target)
-    if getattr(image, 'ndim', 0) == 2:
-        return target if channels == 1 else ('mono16' if image.dtype == 'uint16' else 'mono8')
-    base = 'rgba' if image.ndim == 3 and image.shape[2] == 4 else 'rgb'
-    return base + ('16' if getattr(image, 'dtype', None) == 'uint16' else '8')

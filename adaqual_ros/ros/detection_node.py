@@ -38,7 +38,7 @@ from std_msgs.msg import String
 from adaqual_ros.detection.yolo import Detector, draw_detections, find_detector
 from adaqual_ros.io.codec import ImageCodecError
 from adaqual_ros.ros import conversions
-from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
+from adaqual_ros.ros.diagnostics import FrameStats, build_status
 from adaqual_ros.ros.node_parts import (
     Camera,
     FrameRejected,
@@ -124,11 +124,7 @@ class DetectionNode(FrameWorkerNode):
         # message rather than on frame one.
         self._ensure_detector()
         self._make_publishers()
-        self._subscribe_image()
-        self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
-        self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
-                                                self.params['diagnostics_period_s'])
-        self._start_worker('detection-worker')
+        self._start_serving('detection-worker')
         for cam in self._cameras:
             self.get_logger().info(
                 f'detecting on {self._input_topic(cam)} with {self._detector.path} '

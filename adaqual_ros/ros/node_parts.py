@@ -14,6 +14,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from adaqual_ros.io.codec import ImageCodecError, encoding_info
+from adaqual_ros.ros.diagnostics import DiagnosticsReporter
 from adaqual_ros.ros.qos import describe_qos, qos_key, subscriber_qos
 
 
@@ -233,8 +234,8 @@ class FrameWorkerNode(Node):
     blocks on the work; drops are counted by reason and warnings are rate-limited.
 
     A subclass sets ``stats`` (`FrameStats`), ``params`` (with ``input_compressed``) and
-    ``_cameras``, implements ``_handle(msg, received, cam)``, and calls `_start_worker` at the
-    end of its constructor.
+    ``_cameras``, implements ``_handle(msg, received, cam)`` and ``_diagnostic_status()``, and
+    calls `_start_serving` at the end of its constructor.
     """
 
     LOG_EVERY_S = 5.0  # one warning per kind of problem at most this often
@@ -265,6 +266,17 @@ class FrameWorkerNode(Node):
     def _drop(self, reason, message):
         self.stats.record_dropped(reason)
         self._warn(reason, f'frame dropped ({reason}): {message}')
+
+    def _start_serving(self, worker_name):
+        """The end of a subclass's constructor: subscribe the cameras, keep their input QoS
+        matched to the publishers, report ``_diagnostic_status`` on /diagnostics, start the
+        worker."""
+        self._subscribe_image()
+        # Publishers appear after us as often as before: re-resolve the input QoS now and then.
+        self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
+        self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
+                                                self.params['diagnostics_period_s'])
+        self._start_worker(worker_name)
 
     def _start_worker(self, name):
         self._mailbox = Mailbox()

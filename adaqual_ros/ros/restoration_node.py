@@ -36,7 +36,7 @@ from std_srvs.srv import SetBool
 
 from adaqual_ros.io.codec import ImageCodecError
 from adaqual_ros.ros import conversions
-from adaqual_ros.ros.diagnostics import DiagnosticsReporter, FrameStats, build_status
+from adaqual_ros.ros.diagnostics import FrameStats, build_status
 from adaqual_ros.ros.node_parts import (
     Camera,
     FrameRejected,
@@ -117,13 +117,8 @@ class RestorationNode(FrameWorkerNode):
             self.create_subscription(CameraInfo, topic,
                                      lambda msg, cam=cam: setattr(cam, 'camera_info', msg),
                                      subscriber_qos(self, topic, _INPUT_DEPTH))
-        self._subscribe_image()
-        # Publishers appear after us as often as before: re-resolve the input QoS now and then.
-        self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
         self.create_service(SetBool, '~/enable', self._on_enable)
-        self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
-                                                self.params['diagnostics_period_s'])
-        self._start_worker('restoration-worker')
+        self._start_serving('restoration-worker')
         for cam in self._cameras:
             self.get_logger().info(
                 f'restoring {self._input_topic(cam)} -> {cam.prefix}restored/image_raw with '
