@@ -1,16 +1,20 @@
 """
 `adaqual restore`: restore a recording offline, as the restoration node would live.
 
-    adaqual restore --bag run.mcap --topic /front/image_raw --out run_restored.mcap
-    adaqual restore --bag run.mcap --out restored.mcap --backend classical --limit 200
+    adaqual restore --source run.mcap --topic /front/image_raw --out run_restored.mcap
+    adaqual restore --source run.mcap --out restored.mcap --backend classical --limit 200
+    adaqual restore --source dashcam.mp4 --out dashcam_restored.mp4
+    adaqual restore --source frames/ --out restored_frames/
 
-Writes a copy of the bag with every message unchanged plus the restored frames on
+A bag comes back as a copy with every message unchanged plus the restored frames on
 `/front/restored/image_raw` (the node's topic: the image's header, the encoding it was recorded
 in; a compressed topic comes back as a raw Image, as the node does) and the camera's
-camera_info on `/front/restored/camera_info`. `ros2 bag play` then feeds raw and restored
-frames to your own stack side by side. Same restorer settings as the node (`--backend`,
-`--model-path`, `--skip-threshold`, ...); the quality cache ages its maps by the header
-stamps, so the result does not depend on this machine's speed. Needs no ROS.
+camera_info on `/front/restored/camera_info`: `ros2 bag play` then feeds raw and restored
+frames to your own stack side by side. A video comes back as a video (mp4v, same rate), an image
+folder as a folder of the same file names, an image as an image. Same restorer settings as the
+node (`--backend`, `--model-path`, `--skip-threshold`, ...); the quality cache ages its maps by
+the header stamps (a video's frame times), so the result does not depend on this machine's
+speed. Needs no ROS.
 """
 from pathlib import Path
 import sys
@@ -27,12 +31,15 @@ from adaqual_ros.cli.restorer_options import (
 
 
 def add_arguments(parser):
-    parser.add_argument('--bag', required=True,
-                        help='MCAP bag (a .mcap file, or a rosbag2 folder holding one)')
+    parser.add_argument('--source', required=True,
+                        help='an MCAP bag (a .mcap file, or a rosbag2 folder holding one), a '
+                             'video, an image folder or an image')
     parser.add_argument('--topic', default=None,
-                        help='image topic to restore (Image or CompressedImage; may be omitted '
-                             'when the bag has one)')
-    parser.add_argument('--out', required=True, help='output .mcap file')
+                        help='bag: the image topic to restore (Image or CompressedImage; may be '
+                             'omitted when the bag has one)')
+    parser.add_argument('--out', required=True,
+                        help='output: a .mcap file for a bag, a video file for a video, a '
+                             'folder for a folder, an image file for an image')
     parser.add_argument('--out-topic', default=None,
                         help="topic of the restored frames (default: the node's, "
                              '<camera>/restored/image_raw)')
@@ -44,19 +51,19 @@ def add_arguments(parser):
     add_restorer_options(parser)
 
 
+def _is_bag(path):
+    path = Path(path).expanduser()
+    return path.suffix.lower() == '.mcap' or (path.is_dir() and any(path.glob('*.mcap')))
+
+
 def run(args):
-    from adaqual_ros.io.bags import BagError, rewrite_bag
+    from adaqual_ros.io.bags import BagError
     from adaqual_ros.runtime import RestorationError, Restorer, RestorerSettings
 
-    out = Path(args.out)
-    if out.suffix.lower() != '.mcap':
-        print(f'adaqual restore: --out must name a .mcap file, got {args.out}', file=sys.stderr)
-        return 2
-    if args.limit is not None and args.limit < 1:
-        print('adaqual restore: --limit must be >= 1', file=sys.stderr)
-        return 2
-    if out.resolve() == Path(args.bag).expanduser().resolve():
-        print('adaqual restore: --out must not be the input bag', file=sys.stderr)
+    source, out = Path(args.source).expanduser(), Path(args.out).expanduser()
+    problem = _check_paths(source, out, args)
+    if problem:
+        print(f'adaqual restore: {problem}', file=sys.stderr)
         return 2
     try:
         settings = RestorerSettings(backend=args.backend, **model_changes(args),
@@ -68,19 +75,21 @@ def run(args):
     figures = {'ms': [], 'skipped': [], 'passed': 0}
     progress = _Progress()
 
-    def restore(frame, stamp_ns):
+    def restore(frame, stamp_s):
         start = time.perf_counter()
-        result = restorer.restore(frame, 'bag', 'mono' if frame.ndim == 2 else 'rgb',
-                                  stamp=stamp_ns * 1e-9 if stamp_ns else None)
+        result = restorer.restore(frame, 'source', 'mono' if frame.ndim == 2 else 'rgb',
+                                  stamp=stamp_s)
         figures['ms'].append((time.perf_counter() - start) * 1000.0)
         figures['skipped'].append(result.skipped_fraction)
         figures['passed'] += result.windows == 0
         return result.image
 
     try:
-        report = rewrite_bag(args.bag, out, restore, topic=args.topic, out_topic=args.out_topic,
-                             limit=args.limit, on_image=progress.update)
-    except (BagError, FileNotFoundError) as exc:
+        if _is_bag(source):
+            report = _restore_bag(source, out, restore, args, progress)
+        else:
+            report = _restore_files(source, out, restore, args, progress)
+    except (BagError, FileNotFoundError, ValueError) as exc:
         print(f'adaqual restore: {exc}', file=sys.stderr)
         return 2
     finally:
@@ -89,6 +98,75 @@ def run(args):
         restorer.close()
     _print(report, figures, backend, out)
     return 0
+
+
+def _check_paths(source, out, args):
+    """Why the paths or the limit cannot work, or None."""
+    from adaqual_ros.io.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+    if args.limit is not None and args.limit < 1:
+        return '--limit must be >= 1'
+    if not source.exists():
+        return f'--source {args.source} does not exist'
+    if out.resolve() == source.resolve():
+        return '--out must not be the input'
+    suffix = out.suffix.lower()
+    if _is_bag(source):
+        wanted, ok = 'a .mcap file', suffix == '.mcap'
+    elif source.is_dir():
+        wanted = 'a folder'
+        ok = not out.is_file() and suffix not in (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES, '.mcap')
+    elif source.suffix.lower() in IMAGE_SUFFIXES:
+        wanted, ok = f'an image file ({", ".join(IMAGE_SUFFIXES)})', suffix in IMAGE_SUFFIXES
+    else:
+        wanted, ok = f'a video file ({", ".join(VIDEO_SUFFIXES)})', suffix in VIDEO_SUFFIXES
+    if args.topic and not _is_bag(source):
+        return '--topic is for a bag source'
+    return None if ok else f'--out must be {wanted} for this source, got {args.out}'
+
+
+def _restore_bag(source, out, restore, args, progress):
+    from adaqual_ros.io.bags import rewrite_bag
+
+    return rewrite_bag(source, out, lambda frame, stamp_ns: restore(
+        frame, stamp_ns * 1e-9 if stamp_ns else None), topic=args.topic,
+        out_topic=args.out_topic, limit=args.limit, on_image=progress.update)
+
+
+def _restore_files(source, out, restore, args, progress):
+    """A video, image folder or image, restored frame by frame into the same kind of output."""
+    import cv2
+
+    from adaqual_ros.io.video import FrameSource
+
+    frames = FrameSource(source, limit=args.limit)
+    total = len(frames)
+    report = {'topic': str(source), 'out_topic': str(out), 'images': 0, 'failed': [],
+              'copied': 0}
+    writer = None
+    if frames.kind == 'folder':
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for frame in frames:
+            bgr = cv2.cvtColor(restore(frame.image, frame.time_s), cv2.COLOR_RGB2BGR)
+            if frames.kind == 'video':
+                if writer is None:
+                    height, width = bgr.shape[:2]
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*'mp4v'),
+                                             frames.fps, (width, height))
+                    if not writer.isOpened():
+                        raise ValueError(f'cannot write the video {out}')
+                writer.write(bgr)
+            elif not cv2.imwrite(str(out / frame.name if frames.kind == 'folder' else out), bgr):
+                raise ValueError(f'cannot write {frame.name} to {out}')
+            report['images'] += 1
+            progress.update(report['images'], total)
+    finally:
+        if writer is not None:
+            writer.release()
+    return report
 
 
 class _Progress:
@@ -111,8 +189,9 @@ class _Progress:
 
 def _print(report, figures, backend, out):
     images = report['images']
-    print(f"{report['topic']} -> {report['out_topic']} ({backend}): {images} frames restored, "
-          f"{report['copied']} messages copied, {len(report['failed'])} frames not decodable")
+    copied = f", {report['copied']} messages copied" if report['copied'] else ''
+    print(f"{report['topic']} -> {report['out_topic']} ({backend}): {images} frames restored"
+          f"{copied}, {len(report['failed'])} frames not decodable")
     if images:
         print(f"  passed through whole: {figures['passed']} of {images}; mean share of a frame "
               f"left untouched {np.mean(figures['skipped']):.1%}; restore "

@@ -7,12 +7,16 @@ from adaqual_ros.io.bags import BagWriter, read_images
 from adaqual_ros.weather import WeatherStream
 
 
-def _hazy_bag(path, count=3):
+def _hazy_frames(count):
     from adaqual_ros.cli.bench import _synthetic_frames
 
     weather = WeatherStream('haze', seed=0, severity=0.8)
-    frames = [weather.apply(cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA)).degraded
-              for f in _synthetic_frames(count, 640, 480)]
+    return [weather.apply(cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA)).degraded
+            for f in _synthetic_frames(count, 640, 480)]
+
+
+def _hazy_bag(path, count=3):
+    frames = _hazy_frames(count)
     with BagWriter(path) as bag:
         for i, rgb in enumerate(frames):
             stamp = 5_000_000_000 + i * 100_000_000
@@ -26,7 +30,7 @@ def test_restore_writes_the_restored_frames_beside_the_raw_ones(tmp_path, capsys
                                                                 bag_messages):
     src = tmp_path / 'run.mcap'
     frames = _hazy_bag(src)
-    common = ['--bag', str(src), '--quality-backend', 'classical', '--threads', '1',
+    common = ['--source', str(src), '--quality-backend', 'classical', '--threads', '1',
               '--device', 'cpu']
     assert main(['restore', *common, '--out', str(tmp_path / 'c.mcap'),
                  '--backend', 'classical']) == 0
@@ -52,15 +56,51 @@ def test_restore_writes_the_restored_frames_beside_the_raw_ones(tmp_path, capsys
 def test_restore_refuses_what_it_cannot_do(tmp_path, capsys):
     src = tmp_path / 'run.mcap'
     _hazy_bag(src, count=1)
-    base = ['restore', '--bag', str(src), '--backend', 'passthrough']
+    base = ['restore', '--source', str(src), '--backend', 'passthrough']
     assert main([*base, '--out', str(tmp_path / 'out.bag')]) == 2
-    assert '.mcap' in capsys.readouterr().err
+    assert '--out must be a .mcap file for this source' in capsys.readouterr().err
     assert main([*base, '--out', str(src)]) == 2
-    assert 'input bag' in capsys.readouterr().err
+    assert 'must not be the input' in capsys.readouterr().err
     assert main([*base, '--out', str(tmp_path / 'o.mcap'), '--topic', '/nope']) == 2
     assert "topic '/nope' is not in run.mcap" in capsys.readouterr().err
-    assert main(['restore', '--bag', str(tmp_path / 'missing.mcap'), '--backend', 'passthrough',
-                 '--out', str(tmp_path / 'o.mcap')]) == 2
+    assert main(['restore', '--source', str(tmp_path / 'missing.mcap'), '--backend',
+                 'passthrough', '--out', str(tmp_path / 'o.mcap')]) == 2
     assert 'does not exist' in capsys.readouterr().err
+    video = tmp_path / 'clip.mp4'
+    video.write_bytes(b'')
+    assert main(['restore', '--source', str(video), '--out', str(tmp_path / 'o.mcap')]) == 2
+    assert '--out must be a video file' in capsys.readouterr().err
+    assert main(['restore', '--source', str(video), '--out', str(tmp_path / 'o.mp4'),
+                 '--topic', '/cam/image_raw']) == 2
+    assert '--topic is for a bag source' in capsys.readouterr().err
     assert main([*base, '--out', str(tmp_path / 'o.mcap'), '--skip-threshold', '9']) == 2
     assert 'skip_threshold' in capsys.readouterr().err
+
+
+def test_restore_a_video_and_an_image_folder(tmp_path, capsys):
+    frames = _hazy_frames(3)
+    video = tmp_path / 'hazy.mp4'
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 10.0, (320, 240))
+    for rgb in frames:
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    common = ['--backend', 'classical', '--quality-backend', 'classical', '--threads', '1',
+              '--device', 'cpu']
+    assert main(['restore', '--source', str(video), '--out', str(tmp_path / 'out' / 'r.mp4'),
+                 *common]) == 0
+    assert '3 frames restored, 0 frames not decodable' in capsys.readouterr().out
+    cap = cv2.VideoCapture(str(tmp_path / 'out' / 'r.mp4'))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 and cap.get(cv2.CAP_PROP_FPS) == 10.0
+    ok, first = cap.read()
+    cap.release()
+    assert ok and first.shape == (240, 320, 3)
+    assert cv2.cvtColor(first, cv2.COLOR_BGR2RGB).std() > frames[0].std()  # dehazed
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for i, rgb in enumerate(frames[:2]):
+        cv2.imwrite(str(folder / f'f{i}.png'), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert main(['restore', '--source', str(folder), '--out', str(tmp_path / 'restored'),
+                 '--backend', 'passthrough']) == 0
+    for i, rgb in enumerate(frames[:2]):  # passthrough: the same pixels under the same names
+        back = cv2.imread(str(tmp_path / 'restored' / f'f{i}.png'))
+        assert np.array_equal(cv2.cvtColor(back, cv2.COLOR_BGR2RGB), rgb)
