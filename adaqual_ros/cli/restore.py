@@ -8,8 +8,9 @@
 
 A bag comes back as a copy with every message unchanged plus the restored frames on
 `/front/restored/image_raw` (the node's topic: the image's header, the encoding it was recorded
-in; a compressed topic comes back as a raw Image, as the node does) and the camera's
-camera_info on `/front/restored/camera_info`: `ros2 bag play` then feeds raw and restored
+in; a compressed topic comes back as a raw Image, as the node does), the camera's camera_info
+on `/front/restored/camera_info` and the quality map on `/front/quality_map` (32FC1 grid of
+scores 1-5, as the node publishes it): `ros2 bag play` then feeds raw and restored
 frames to your own stack side by side. A video comes back as a video (mp4v, same rate), an image
 folder as a folder of the same file names, an image as an image. Same restorer settings as the
 node (`--backend`, `--model-path`, `--skip-threshold`, ...); the quality cache ages its maps by
@@ -82,7 +83,7 @@ def run(args):
         figures['ms'].append((time.perf_counter() - start) * 1000.0)
         figures['skipped'].append(result.skipped_fraction)
         figures['passed'] += result.windows == 0
-        return result.image
+        return result
 
     try:
         if _is_bag(source):
@@ -128,9 +129,16 @@ def _check_paths(source, out, args):
 def _restore_bag(source, out, restore, args, progress):
     from adaqual_ros.io.bags import rewrite_bag
 
-    return rewrite_bag(source, out, lambda frame, stamp_ns: restore(
-        frame, stamp_ns * 1e-9 if stamp_ns else None), topic=args.topic,
-        out_topic=args.out_topic, limit=args.limit, on_image=progress.update)
+    def process(frame, stamp_ns):
+        result = restore(frame, stamp_ns * 1e-9 if stamp_ns else None)
+        if result.quality_map is None:  # a backend that reads no map
+            return result.image, {}
+        # the node's quality_map topic: the scores grid as 32FC1, the frame's header
+        scores = np.ascontiguousarray(result.quality_map.scores, dtype=np.float32)
+        return result.image, {'quality_map': (scores, '32FC1')}
+
+    return rewrite_bag(source, out, process, topic=args.topic, out_topic=args.out_topic,
+                       limit=args.limit, on_image=progress.update, extra_topics=('quality_map',))
 
 
 def _restore_files(source, out, restore, args, progress):
@@ -150,7 +158,7 @@ def _restore_files(source, out, restore, args, progress):
         out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for frame in frames:
-            bgr = cv2.cvtColor(restore(frame.image, frame.time_s), cv2.COLOR_RGB2BGR)
+            bgr = cv2.cvtColor(restore(frame.image, frame.time_s).image, cv2.COLOR_RGB2BGR)
             if frames.kind == 'video':
                 if writer is None:
                     height, width = bgr.shape[:2]

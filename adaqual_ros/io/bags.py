@@ -304,7 +304,8 @@ def _camera_info_topic(topic):
     return base.rpartition('/')[0] + '/camera_info'
 
 
-def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_image=None):
+def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_image=None,
+                extra_topics=()):
     """
     Copy a bag and add a processed copy of one image topic, the way the restoration node adds
     its output to a camera's topics.
@@ -321,6 +322,9 @@ def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_im
 
     Args:
         on_image (`callable`, *optional*): called after each image with (index, total).
+        extra_topics (`tuple[str]`): names, relative to the camera's namespace (the image
+            topic's), of more Images per frame (the node's 'quality_map'): ``process`` then
+            returns ``(frame, {name: (array, encoding)})``, written with the frame's header.
 
     Returns:
         `dict`: 'topic', 'out_topic', 'images' (processed and written), 'failed'
@@ -338,12 +342,15 @@ def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_im
     out_topic = out_topic or restored_topic(topic)
     info_in = _camera_info_topic(topic)
     info_out = out_topic.rpartition('/')[0] + '/camera_info'
-    for name in (out_topic, info_out if info_in in topics else None):
+    camera = info_in.rpartition('/')[0]
+    extras = {name: f'{camera}/{name}' for name in extra_topics}
+    for name in (out_topic, info_out if info_in in topics else None, *extras.values()):
         if name in topics:
             raise BagError(f'{src.name} already has a topic {name!r} (restored before?); '
                            'choose another output topic')
     total = topics[topic]['count'] if limit is None else min(limit, topics[topic]['count'])
-    report = {'topic': topic, 'out_topic': out_topic, 'images': 0, 'failed': [], 'copied': 0}
+    report = {'topic': topic, 'out_topic': out_topic, 'extra_topics': list(extras.values()),
+              'images': 0, 'failed': [], 'copied': 0}
     decoder = DecoderFactory()
     decoders = {}
     index = 0
@@ -360,11 +367,14 @@ def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_im
             try:
                 decoded = decoders[schema.id](message.data)
                 frame, target = _frame_of(decoded, schema.name)
-                result = process(frame, _stamp_ns(decoded.header))
-                image = codec.frame_to_encoding(result, target)
-                out.write_image(out_topic, image, _stamp_ns(decoded.header),
-                                decoded.header.frame_id, encoding=target,
-                                log_time_ns=message.log_time)
+                stamp, frame_id = _stamp_ns(decoded.header), decoded.header.frame_id
+                result = process(frame, stamp)
+                result, more = result if extras else (result, {})
+                out.write_image(out_topic, codec.frame_to_encoding(result, target), stamp,
+                                frame_id, encoding=target, log_time_ns=message.log_time)
+                for name, (array, encoding) in more.items():
+                    out.write_image(extras[name], array, stamp, frame_id, encoding=encoding,
+                                    log_time_ns=message.log_time)
                 report['images'] += 1
             except ValueError as exc:  # undecodable (ImageCodecError), or refused by process
                 report['failed'].append((index, str(exc)))

@@ -41,6 +41,21 @@ def test_restore_writes_the_restored_frames_beside_the_raw_ones(tmp_path, capsys
     assert [r.encoding for r in restored] == ['bgr8'] * 3
     assert [r.stamp_ns for r in restored] == [r.stamp_ns for r in raw]
     assert all(np.array_equal(r.image, f) for r, f in zip(raw, frames))
+    # the node's quality map beside them: the scores grid as 32FC1, the frame's stamp
+    from adaqual_ros.io.bags import list_topics
+
+    assert list_topics(tmp_path / 'c.mcap')['/cam/quality_map']['count'] == 3
+    with open(tmp_path / 'c.mcap', 'rb') as f:
+        from mcap.reader import make_reader
+        from mcap_ros2.decoder import DecoderFactory
+
+        maps = [m for _, _, _, m in make_reader(f, decoder_factories=[DecoderFactory()])
+                .iter_decoded_messages(topics=['/cam/quality_map'])]
+    assert {(m.encoding, m.height, m.width) for m in maps} == {('32FC1', 4, 5)}
+    scores = np.frombuffer(bytes(maps[0].data), np.float32)
+    assert scores.min() >= 1.0 and scores.max() <= 5.0 and scores.min() < 4.0  # hazy
+    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in maps] == \
+        [r.stamp_ns for r in raw]
     # hazy frames are dehazed: each one changes, and gains contrast
     for r, f in zip(restored, frames):
         assert r.image.shape == f.shape and not np.array_equal(r.image, f)
@@ -50,6 +65,7 @@ def test_restore_writes_the_restored_frames_beside_the_raw_ones(tmp_path, capsys
                  '--backend', 'passthrough']) == 0
     messages = bag_messages(tmp_path / 'p.mcap')
     assert messages['/cam/restored/image_raw'] == messages['/cam/image_raw']
+    assert len(messages['/cam/quality_map']) == 3  # the map is read whatever the backend
     assert messages['/cam/restored/camera_info'] == messages['/cam/camera_info']
 
 
