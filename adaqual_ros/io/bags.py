@@ -327,8 +327,8 @@ def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_im
             returns ``(frame, {name: (array, encoding)})``, written with the frame's header.
 
     Returns:
-        `dict`: 'topic', 'out_topic', 'images' (processed and written), 'failed'
-        ([(index, reason)]), 'copied' (messages copied unchanged).
+        `dict`: 'topic', 'out_topic', 'extra_topics', 'images' (processed and written),
+        'failed' ([(index, reason)]), 'copied' (messages of ``src``, each copied unchanged).
 
     Raises:
         BagError: no such bag or topic, or ``out_topic`` already in the bag.
@@ -367,17 +367,23 @@ def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_im
             try:
                 decoded = decoders[schema.id](message.data)
                 frame, target = _frame_of(decoded, schema.name)
+            except Exception as exc:  # noqa: BLE001 - a broken message is counted, not fatal
+                report['failed'].append((index, f'cannot decode: {exc}'))
+            else:
                 stamp, frame_id = _stamp_ns(decoded.header), decoded.header.frame_id
-                result = process(frame, stamp)
-                result, more = result if extras else (result, {})
-                out.write_image(out_topic, codec.frame_to_encoding(result, target), stamp,
-                                frame_id, encoding=target, log_time_ns=message.log_time)
-                for name, (array, encoding) in more.items():
-                    out.write_image(extras[name], array, stamp, frame_id, encoding=encoding,
+                try:
+                    result = process(frame, stamp)
+                    result, more = result if extras else (result, {})
+                    image = codec.frame_to_encoding(result, target)
+                except ValueError as exc:  # a frame the process refuses
+                    report['failed'].append((index, str(exc)))
+                else:
+                    out.write_image(out_topic, image, stamp, frame_id, encoding=target,
                                     log_time_ns=message.log_time)
-                report['images'] += 1
-            except ValueError as exc:  # undecodable (ImageCodecError), or refused by process
-                report['failed'].append((index, str(exc)))
+                    for name, (array, encoding) in more.items():
+                        out.write_image(extras[name], array, stamp, frame_id,
+                                        encoding=encoding, log_time_ns=message.log_time)
+                    report['images'] += 1
             index += 1
             if on_image is not None:
                 on_image(index, total)

@@ -150,6 +150,10 @@ def test_rewrite_bag_copies_everything_and_adds_the_processed_topic(tmp_path, ba
         bag._write('/rear/image_raw/compressed', COMPRESSED_TYPE,
                    {'header': {'stamp': {'sec': 9, 'nanosec': 0}, 'frame_id': 'rear'},
                     'format': 'jpeg', 'data': b'not an image'}, 9_000_000_000)
+        # a truncated message on the front camera (a broken recording): not even its CDR reads
+        raw = bag._writer._writer
+        raw.add_message(bag._writer._channel_ids['/front/image_raw'], 9_000_000_000,
+                        b'\x00\x01\x00\x00\x07', 9_000_000_000, 3)
     seen = []
 
     def identity(frame, stamp_ns):
@@ -162,10 +166,11 @@ def test_rewrite_bag_copies_everything_and_adds_the_processed_topic(tmp_path, ba
     # every message unchanged, in order, plus the camera's restored topics
     assert {t: after[t] for t in before} == before
     assert report['out_topic'] == '/front/restored/image_raw' and report['images'] == 3
-    assert report['copied'] == sum(len(v) for v in before.values()) and not report['failed']
+    assert report['copied'] == sum(len(v) for v in before.values())
+    assert [(i, why.startswith('cannot decode')) for i, why in report['failed']] == [(3, True)]
     assert after['/front/restored/camera_info'] == before['/front/camera_info']
     # an identity process gives back the very bytes, header and log time (bgr8 in, bgr8 out)
-    assert after['/front/restored/image_raw'] == before['/front/image_raw']
+    assert after['/front/restored/image_raw'] == before['/front/image_raw'][:3]
     assert seen == [((24, 32, 3), np.uint8, s) for s in stamps]
     # mono16 and rgba8 (alpha kept) round-trip bit-identical too
     for topic in ('/depth/image_raw', '/alpha/image_raw'):
@@ -183,7 +188,7 @@ def test_rewrite_bag_copies_everything_and_adds_the_processed_topic(tmp_path, ba
     # limit: fewer restored frames, every message still copied
     report = rewrite_bag(src, tmp_path / 'l.mcap', identity, topic='/front/image_raw', limit=2)
     assert report['images'] == 2
-    assert len(bag_messages(tmp_path / 'l.mcap')['/front/image_raw']) == 3
+    assert len(bag_messages(tmp_path / 'l.mcap')['/front/image_raw']) == 4
     # the output topic must be new: a restored bag is not restored onto itself
     with pytest.raises(BagError, match='already has a topic'):
         rewrite_bag(dst, tmp_path / 'again.mcap', identity, topic='/front/image_raw')
