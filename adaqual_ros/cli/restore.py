@@ -109,7 +109,15 @@ def _check_paths(source, out, args):
         return '--limit must be >= 1'
     if not source.exists():
         return f'--source {args.source} does not exist'
-    if out.resolve() == source.resolve():
+    inputs = {source.resolve()}
+    if _is_bag(source):
+        from adaqual_ros.io.bags import BagError, resolve_bag_path
+
+        try:
+            inputs.add(resolve_bag_path(source).resolve())  # the .mcap in a rosbag2 folder
+        except BagError as exc:
+            return str(exc)
+    if out.resolve() in inputs:
         return '--out must not be the input'
     suffix = out.suffix.lower()
     if _is_bag(source):

@@ -77,6 +77,15 @@ def test_restore_refuses_what_it_cannot_do(tmp_path, capsys):
     assert '--out must be a .mcap file for this source' in capsys.readouterr().err
     assert main([*base, '--out', str(src)]) == 2
     assert 'must not be the input' in capsys.readouterr().err
+    folder = tmp_path / 'rosbag2'  # a rosbag2 folder: its .mcap is the input too
+    folder.mkdir()
+    src.rename(folder / 'run.mcap')
+    assert main(['restore', '--source', str(folder), '--out', str(folder / 'run.mcap')]) == 2
+    assert 'must not be the input' in capsys.readouterr().err
+    assert main(['restore', '--source', str(folder), '--out', str(tmp_path / 'r.mcap'),
+                 '--backend', 'passthrough']) == 0
+    capsys.readouterr()
+    (folder / 'run.mcap').rename(src)
     assert main([*base, '--out', str(tmp_path / 'o.mcap'), '--topic', '/nope']) == 2
     assert "topic '/nope' is not in run.mcap" in capsys.readouterr().err
     assert main(['restore', '--source', str(tmp_path / 'missing.mcap'), '--backend',
