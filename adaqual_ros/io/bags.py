@@ -3,7 +3,9 @@ Read and write ROS 2 MCAP bags of camera images without ROS (mcap + mcap-ros2-su
 
 Supported: sensor_msgs/msg/Image (any encoding adaqual_ros.io.codec decodes),
 sensor_msgs/msg/CompressedImage (jpeg/png) and, for writing, sensor_msgs/msg/CameraInfo.
-Images come out as HxWx3 uint8 RGB (mono is expanded, 16-bit is scaled), converted by the codec.
+`read_images` gives HxWx3 uint8 RGB (mono is expanded, 16-bit is scaled), converted by the
+codec; `rewrite_bag` copies a whole bag (any message type, unchanged) and adds a processed copy
+of one image topic, in the image's own encoding (`adaqual restore`).
 """
 from dataclasses import dataclass
 from pathlib import Path
