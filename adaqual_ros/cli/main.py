@@ -22,7 +22,7 @@ SUBCOMMANDS = {
                   "a camera's skip_threshold from a clean recording of it"),
     'demo': ('adaqual_ros.cli.demo', 'end-to-end ROS 2 demo with a detection report'),
     'restore': ('adaqual_ros.cli.restore',
-                'restore an MCAP bag offline: a copy with the restored frames added'),
+                'restore a recording offline (MCAP bag, video, image folder) as the node would'),
     'soak': ('adaqual_ros.cli.soak', 'long run of the restoration node with accounting'),
     'pipeline': ('adaqual_ros.cli.pipeline',
                  'start the ROS 2 graph (restoration, YOLO, metrics) without launch'),
