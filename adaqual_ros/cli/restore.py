@@ -62,7 +62,8 @@ def run(args):
     from adaqual_ros.runtime import RestorationError, Restorer, RestorerSettings
 
     source, out = Path(args.source).expanduser(), Path(args.out).expanduser()
-    problem = _check_paths(source, out, args)
+    bag = _is_bag(source)
+    problem = _check_paths(source, out, bag, args)
     if problem:
         print(f'adaqual restore: {problem}', file=sys.stderr)
         return 2
@@ -86,7 +87,7 @@ def run(args):
         return result
 
     try:
-        if _is_bag(source):
+        if bag:
             report = _restore_bag(source, out, restore, args, progress)
         else:
             report = _restore_files(source, out, restore, args, progress)
@@ -101,16 +102,18 @@ def run(args):
     return 0
 
 
-def _check_paths(source, out, args):
-    """Why the paths or the limit cannot work, or None."""
+def _check_paths(source, out, bag, args):
+    """Why the paths or the limit cannot work, or None (``bag``: the source is a bag)."""
     from adaqual_ros.io.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     if args.limit is not None and args.limit < 1:
         return '--limit must be >= 1'
     if not source.exists():
         return f'--source {args.source} does not exist'
+    if args.topic and not bag:
+        return '--topic is for a bag source'
     inputs = {source.resolve()}
-    if _is_bag(source):
+    if bag:
         from adaqual_ros.io.bags import BagError, resolve_bag_path
 
         try:
@@ -120,7 +123,7 @@ def _check_paths(source, out, args):
     if out.resolve() in inputs:
         return '--out must not be the input'
     suffix = out.suffix.lower()
-    if _is_bag(source):
+    if bag:
         wanted, ok = 'a .mcap file', suffix == '.mcap'
     elif source.is_dir():
         wanted = 'a folder'
@@ -129,8 +132,6 @@ def _check_paths(source, out, args):
         wanted, ok = f'an image file ({", ".join(IMAGE_SUFFIXES)})', suffix in IMAGE_SUFFIXES
     else:
         wanted, ok = f'a video file ({", ".join(VIDEO_SUFFIXES)})', suffix in VIDEO_SUFFIXES
-    if args.topic and not _is_bag(source):
-        return '--topic is for a bag source'
     return None if ok else f'--out must be {wanted} for this source, got {args.out}'
 
 
@@ -139,8 +140,6 @@ def _restore_bag(source, out, restore, args, progress):
 
     def process(frame, stamp_ns):
         result = restore(frame, stamp_ns * 1e-9 if stamp_ns else None)
-        if result.quality_map is None:  # a backend that reads no map
-            return result.image, {}
         # the node's quality_map topic: the scores grid as 32FC1, the frame's header
         scores = np.ascontiguousarray(result.quality_map.scores, dtype=np.float32)
         return result.image, {'quality_map': (scores, '32FC1')}

@@ -234,9 +234,7 @@ def _to_rgb8(message, datatype):
     if datatype == COMPRESSED_TYPE:
         array, encoding = codec.decode_compressed(bytes(message.data), message.format)
     else:
-        array, encoding = codec.decode_image(message.encoding, message.height, message.width,
-                                             message.step, bytes(message.data),
-                                             bool(message.is_bigendian))
+        array, encoding = _decode_raw(message)
     rgb, layout = codec.to_rgb(array, encoding)
     if layout == 'mono':
         if rgb.dtype != np.uint8:
@@ -398,7 +396,11 @@ def _frame_of(message, datatype):
         frame, tag = codec.compressed_for_processing(bytes(message.data), message.format,
                                                      keep_alpha=True)
         return frame, tag.partition(':')[2]
-    array, encoding = codec.decode_image(message.encoding, message.height, message.width,
-                                         message.step, bytes(message.data),
-                                         bool(message.is_bigendian))
+    array, encoding = _decode_raw(message)
     return codec.frame_for_processing(array, encoding, keep_alpha=True), encoding
+
+
+def _decode_raw(message):
+    """(array in its own layout, encoding) of a decoded sensor_msgs/Image."""
+    return codec.decode_image(message.encoding, message.height, message.width, message.step,
+                              bytes(message.data), bool(message.is_bigendian))

@@ -276,12 +276,9 @@ class FrameWorkerNode(Node):
         self._qos_timer = self.create_timer(1.0, self._refresh_input_qos)
         self._diagnostics = DiagnosticsReporter(self, self._diagnostic_status,
                                                 self.params['diagnostics_period_s'])
-        self._start_worker(worker_name)
-
-    def _start_worker(self, name):
         self._mailbox = Mailbox()
         self._running = True
-        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
+        self._worker = threading.Thread(target=self._work, name=worker_name, daemon=True)
         self._worker.start()
 
     def _stop_worker(self, timeout):
