@@ -74,7 +74,7 @@ OPTIONS = (
      "px: the learned estimator's local read that picks which cells of a frame not restored "
      "whole pass (0 = the whole-frame read only)"),
     ('--cpu-bf16', 'cpu_bf16', parse_bool,
-     'true/false: bfloat16 on the CPU (fast where the CPU has native bf16)'),
+     'true/false: bfloat16 on a CPU with native bf16 (float32 elsewhere either way)'),
     ('--window-bucket', 'window_bucket', int,
      'px: grow model windows to multiples of this so their shapes repeat (GPU; 0 = off)'),
 )

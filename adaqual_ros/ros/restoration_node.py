@@ -119,10 +119,12 @@ class RestorationNode(FrameWorkerNode):
                                      subscriber_qos(self, topic, _INPUT_DEPTH))
         self.create_service(SetBool, '~/enable', self._on_enable)
         self._start_serving('restoration-worker')
+        stats = self._restorer.stats()
         for cam in self._cameras:
             self.get_logger().info(
                 f'restoring {self._input_topic(cam)} -> {cam.prefix}restored/image_raw with '
-                f'backend {self._restorer.backend_name} on {self._restorer.stats().get("device")}')
+                f'backend {self._restorer.backend_name} on {stats.get("device")} '
+                f'({stats.get("precision")})')
 
     # ---- parameters ------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from adaqual_ros.runtime import classical
 from adaqual_ros.runtime.device import (
     compile_module,
     cudagraph_skips,
-    native_bf16_cpu,
     plan_device,
     synchronize,
     to_device_tensor,
@@ -96,11 +95,14 @@ class RestorationBackend:
         name (`str`): registry name.
         uses_network (`bool`): whether `restore` runs a neural network.
         device (`torch.device`): where it runs.
+        precision (`str`): the network's number format; 'float32' for the backends without one
+            (their numpy work is float32 or integer).
     """
 
     name = 'base'
     uses_network = False
     device = torch.device('cpu')
+    precision = 'float32'
     # True: a frame with any degraded cell runs as one whole-frame window, so the network sees
     # one input shape per camera (a compiled network recompiles for every new window shape).
     whole_frames = False
@@ -194,20 +196,18 @@ class AdaQualBackend(RestorationBackend):
         self.plan = plan_device(settings.device, settings.half, settings.channels_last,
                                 settings.compile, settings.compile_mode, settings.cpu_bf16)
         self.device = self.plan.device
+        self.precision = str(self.plan.dtype).removeprefix('torch.')
         if pipeline is None:
             path = settings.model_path or pipelines.default_pipeline_path()
             pipeline = pipelines.AdaQualPipeline.from_pretrained(str(path))
-        # dtype only when it changes: diffusers warns about any explicit cast.
-        if pipeline.unet.dtype == self.plan.dtype:
-            self.pipeline = pipeline.to(self.device)
-        else:
-            self.pipeline = pipeline.to(self.device, self.plan.dtype)
+        self.pipeline = pipeline.to(self.device)
+        # The precision per module: diffusers' own cast warns about modules to keep in float32
+        # even when a model has none (AdaQualUNet has none).
+        for module in (self.pipeline.unet, self.pipeline.text_encoder):
+            if module.dtype != self.plan.dtype:
+                torch.nn.Module.to(module, dtype=self.plan.dtype)
         # In place (nn.Module.compile / .to): the pipeline keeps its registered components.
         unet = self.pipeline.unet
-        if self.plan.dtype == torch.bfloat16 and native_bf16_cpu() is False:
-            warnings.warn('cpu_bf16: this CPU has no native bfloat16 (AMX or AVX512-BF16), so '
-                          'torch emulates it: most likely slower than float32',
-                          RuntimeWarning, stacklevel=3)
         if self.plan.is_cuda:
             # Timing algorithms per shape is opt-in: on an H200 it did not beat the heuristic
             # choice for the paper config (docs/RESULTS.md, GPU).
@@ -345,7 +345,6 @@ class AdaQualBackend(RestorationBackend):
         with self._lock:
             pipeline, self.pipeline = self.pipeline, None
             backend = AdaQualBackend(settings.with_changes(device='cpu', half=False,
-                                                           cpu_bf16=False,
                                                            compile=False), pipeline=pipeline)
             # Cached prompt embeddings live on the old device, in its precision.
             pipeline.prompt_encoder.clear_cache()

@@ -18,8 +18,8 @@ class DevicePlan:
 
     Args:
         device (`torch.device`): the resolved device.
-        dtype (`torch.dtype`): float16 on CUDA when half was asked for, bfloat16 on the CPU when
-            cpu_bf16 was, float32 otherwise.
+        dtype (`torch.dtype`): float16 on CUDA when half was asked for, bfloat16 on a CPU that
+            computes it natively when cpu_bf16 was, float32 otherwise.
         channels_last (`bool`): use the channels_last memory format (faster convolutions).
         compile (`bool`): wrap modules in torch.compile.
         compile_mode (`str`): torch.compile's mode (settings.COMPILE_MODES).
@@ -89,14 +89,14 @@ def configure_threads(threads):
 
 
 def plan_device(device='auto', half=True, channels_last=True, compile=False,
-                compile_mode='default', cpu_bf16=False):
+                compile_mode='default', cpu_bf16=True):
     """Resolve the device and the precision/memory format for it (fp16 only on CUDA, bf16 only
-    on the CPU and only when asked for)."""
+    on a CPU with native bf16, where it is faster; emulated, it would be slower than float32)."""
     resolved = resolve_device(device)
     if resolved.type == 'cuda':
         dtype = torch.float16 if half else torch.float32
     else:
-        dtype = torch.bfloat16 if cpu_bf16 else torch.float32
+        dtype = torch.bfloat16 if cpu_bf16 and native_bf16_cpu() else torch.float32
     return DevicePlan(resolved, dtype, bool(channels_last), bool(compile), str(compile_mode))
 
 

@@ -511,6 +511,8 @@ class Restorer:
         out['backend'] = runtime.backend.name
         out['requested_backend'] = runtime.settings.backend
         out['device'] = str(runtime.backend.device)
+        # the network's number format (float32, bfloat16 on a CPU with native bf16, float16)
+        out['precision'] = runtime.backend.precision
         out['note'] = '; '.join(n for n in (runtime.note, runtime.memory_note) if n)
         # the tile edge planned with (auto resolved for the device; 0 = one window)
         out['tile_size'] = tile_size_for(runtime.settings.tile_size, runtime.backend.device)

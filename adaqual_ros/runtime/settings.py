@@ -73,9 +73,10 @@ class RestorerSettings:
         model_path (`str`, *optional*): pipeline folder (save_pretrained); None = shipped one.
         device (`str`): 'auto' (CUDA when present), 'cpu' or 'cuda' / 'cuda:N'.
         half (`bool`): fp16 on CUDA (ignored on CPU).
-        cpu_bf16 (`bool`): bfloat16 on the CPU: on this project's CPU (AMX-BF16) 1.2-1.4x faster
-            at 640x480 and 1.6x at 1920x1080; emulated (slower) on CPUs without native bf16;
-            outputs within about 1/255 of float32 (docs/RESULTS.md, Speed). Off by default.
+        cpu_bf16 (`bool`): bfloat16 on a CPU that computes it natively (AMX or AVX512-BF16):
+            on this project's CPU 1.2-1.4x faster at 640x480 and 1.6x at 1920x1080, outputs
+            within about 1/255 of float32 (docs/RESULTS.md, Speed). Other CPUs (which would
+            emulate it, slower) run float32 either way.
         steps (`int`): DDIM sampling steps.
         skip_threshold (`float`): regions with quality >= this pass through untouched.
         skip_margin (`int`): quality cells around every degraded cell that are restored too, so
@@ -142,7 +143,7 @@ class RestorerSettings:
     model_path: str = ''
     device: str = 'auto'
     half: bool = True
-    cpu_bf16: bool = False
+    cpu_bf16: bool = True
     steps: int = 2
     skip_threshold: float = 4.0
     skip_margin: int = 0

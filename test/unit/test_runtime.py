@@ -16,7 +16,7 @@ from adaqual_ros.runtime import (
     RestorerSettings,
     build_backend,
 )
-from adaqual_ros.runtime.device import plan_device, resolve_device
+from adaqual_ros.runtime.device import native_bf16_cpu, plan_device, resolve_device
 
 CELL = 64
 
@@ -476,25 +476,31 @@ def test_cuda_request_falls_back_to_cpu_with_a_warning(pipe):
         assert resolve_device('cuda') == torch.device('cpu')
     with pytest.warns(RuntimeWarning, match='CUDA'):
         plan = plan_device('cuda:0', half=True)
-    assert plan.dtype == torch.float32  # no fp16 on CPU
+    # no fp16 on the CPU: the CPU's own precision
+    assert plan.dtype == (torch.bfloat16 if native_bf16_cpu() else torch.float32)
     with pytest.warns(RuntimeWarning, match='CUDA'):
         restorer = Restorer(settings(backend='adaqual', device='cuda'), pipeline=pipe)
     result = restorer.restore(haze(scene(64, 64)), quality_map=qmap_for(64, 64))
     assert result.backend == 'adaqual' and restorer.stats()['device'] == 'cpu'
 
 
-def test_bf16_on_the_cpu_is_opt_in_close_to_float32_and_keeps_clean_cells():
-    assert plan_device('cpu').dtype == torch.float32
-    assert plan_device('cpu', cpu_bf16=True).dtype == torch.bfloat16
+@pytest.mark.skipif(not native_bf16_cpu(), reason='this CPU has no native bfloat16')
+def test_bf16_on_a_native_cpu_by_default_close_to_float32_and_keeps_clean_cells():
+    assert plan_device('cpu').dtype == torch.bfloat16
+    assert plan_device('cpu', cpu_bf16=False).dtype == torch.float32
     h, w = 128, 192
     degraded = np.zeros(grid_shape(h, w, CELL), bool)
     degraded[:, 1:] = True
     frame, qmap = haze(scene(h, w, seed=4)), qmap_for(h, w, degraded)
     pipeline = random_pipeline(6)
-    full = Restorer(settings(backend='adaqual'), pipeline=copy.deepcopy(pipeline))
-    fast = Restorer(settings(backend='adaqual', cpu_bf16=True), pipeline=pipeline)
+    full = Restorer(settings(backend='adaqual', cpu_bf16=False), pipeline=copy.deepcopy(pipeline))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # nothing to warn about (diffusers' cast warning)
+        fast = Restorer(settings(backend='adaqual'), pipeline=pipeline)
     expected, result = full.restore(frame, quality_map=qmap), fast.restore(frame, quality_map=qmap)
-    assert fast._runtime.backend.pipeline.unet.dtype == torch.bfloat16
+    backend = fast._runtime.backend.pipeline
+    assert backend.unet.dtype == backend.text_encoder.dtype == torch.bfloat16
+    assert fast.stats()['precision'] == 'bfloat16' and full.stats()['precision'] == 'float32'
     assert result.image.dtype == frame.dtype and result.image.shape == frame.shape
     assert np.array_equal(result.image[:, :64], frame[:, :64])  # the clean column untouched
     change = np.abs(expected.image.astype(int) - frame.astype(int)).mean()
@@ -505,25 +511,21 @@ def test_bf16_on_the_cpu_is_opt_in_close_to_float32_and_keeps_clean_cells():
     assert fast._runtime.backend.pipeline.unet.dtype == torch.float32
 
 
-def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+def test_a_cpu_without_native_bf16_runs_float32_whatever_cpu_bf16_says(monkeypatch):
     # This machine has native bf16; a CPU without it is what the probes would report there.
     import platform
 
-    from adaqual_ros.runtime.device import native_bf16_cpu
-
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        Restorer(settings(backend='adaqual', cpu_bf16=False), pipeline=random_pipeline(1))
-        if native_bf16_cpu() is not False:  # this machine, as it is: no warning
-            Restorer(settings(backend='adaqual', cpu_bf16=True), pipeline=random_pipeline(1))
     for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported'):
         monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
     monkeypatch.setattr(platform, 'machine', lambda: 'x86_64')
     assert native_bf16_cpu() is False
-    with pytest.warns(RuntimeWarning, match='no native bfloat16'):
-        Restorer(settings(backend='adaqual', cpu_bf16=True), pipeline=random_pipeline(1))
+    assert plan_device('cpu', cpu_bf16=True).dtype == torch.float32
+    restorer = Restorer(settings(backend='adaqual', cpu_bf16=True), pipeline=random_pipeline(1))
+    assert restorer._runtime.backend.pipeline.unet.dtype == torch.float32
+    assert restorer.stats()['precision'] == 'float32'
     monkeypatch.setattr(platform, 'machine', lambda: 'aarch64')
-    assert native_bf16_cpu() is None  # torch cannot tell there: no warning either way
+    assert native_bf16_cpu() is None  # torch cannot tell there: float32 too
+    assert plan_device('cpu', cpu_bf16=True).dtype == torch.float32
 
 
 def test_auto_device_and_bad_device_names():

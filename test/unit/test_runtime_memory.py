@@ -16,6 +16,7 @@ import torch
 
 from adaqual_ros.quality.types import QualityMap
 from adaqual_ros.runtime import RestorationError, Restorer, build_backend
+from adaqual_ros.runtime.device import native_bf16_cpu
 from adaqual_ros.runtime.faults import FAULT_OOM_ENV, OomFault, is_out_of_memory
 from adaqual_ros.runtime.restorer import MIN_OOM_TILE
 
@@ -119,7 +120,7 @@ def test_a_new_backend_drops_the_caps(pipe, monkeypatch):
     assert (restorer.stats()['tile_cap'], restorer.stats()['note']) == (0, '')
 
 
-def test_a_backend_moved_to_the_cpu_is_float32_over_the_same_weights(monkeypatch):
+def test_a_backend_moved_to_the_cpu_takes_the_cpus_precision_over_the_same_weights(monkeypatch):
     # What the move does, checked on any machine (from the CPU to the CPU here).
     source = random_pipeline()
     backend = build_backend('adaqual', settings(), pipeline=source)
@@ -128,8 +129,12 @@ def test_a_backend_moved_to_the_cpu_is_float32_over_the_same_weights(monkeypatch
     assert source.prompt_encoder.stats()['size'] == 1
     moved = backend.on_cpu(settings(device='cuda', half=True, compile=True))
     assert moved.pipeline is source and backend.pipeline is None  # no second copy of weights
-    assert (moved.device.type, moved.plan.dtype, moved.plan.compile) == (
-        'cpu', torch.float32, False)
+    # bf16 where the CPU computes it natively (cpu_bf16's default), else float32; never fp16
+    cpu_dtype = torch.bfloat16 if native_bf16_cpu() else torch.float32
+    assert (moved.device.type, moved.plan.dtype, moved.plan.compile) == ('cpu', cpu_dtype, False)
+    assert moved.pipeline.unet.dtype == cpu_dtype
+    other = build_backend('adaqual', settings(), pipeline=random_pipeline())
+    assert other.on_cpu(settings(cpu_bf16=False)).plan.dtype == torch.float32
     # Embeddings cached on the old device would not fit the new one.
     assert source.prompt_encoder.stats()['size'] == 0
     assert build_backend('classical').on_cpu(settings()) is None  # no network to move
