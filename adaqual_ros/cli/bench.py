@@ -415,7 +415,8 @@ def run(args):
                                                     f'{stream}-{width}x{height}')
                 rec.update(resolution=f'{width}x{height}', width=width, height=height,
                            backend=backend, stream=stream,
-                           tile_size=restorer.stats()['tile_size'])  # auto resolved
+                           tile_size=restorer.stats()['tile_size'],  # auto resolved
+                           precision=restorer.stats()['precision'])  # cpu_bf16 resolved
                 if args.flops and stream == 'degraded':
                     rec['gflops_per_frame'] = count_gflops(
                         restorer, streams[stream][-1], f'flops-{width}x{height}',
@@ -564,6 +565,8 @@ def _print_summary(report, path):
               f'{"met" if goal["met"] else "NOT met"}')
     for note in report['notes']:
         print(f'note: {note}')
+    precision = sorted({r['precision'] for r in report['records'] if r['backend'] == 'adaqual'})
     print(f'model: {report["model"]}; quality maps: {report["quality_source"]}; frames: '
-          f'{report["source"]}; device: {report["machine"]["device"]}')
+          f'{report["source"]}; device: {report["machine"]["device"]}'
+          + (f'; network in {", ".join(precision)}' if precision else ''))
     print(f'wrote {path}')

@@ -11,8 +11,10 @@ reference baseline). Labelled folders are scored against their YOLO labels; vide
 without labels) against the detector's own boxes on the clean frames, with synthetic weather
 (`--condition`) applied before restoration. Writes report.json, report.md and PNG plots.
 """
+import argparse
 from pathlib import Path
 import platform
+import shlex
 import sys
 import time
 
@@ -489,13 +491,18 @@ def _bag_frames(bag, topic, stride, limit):
 
 
 def _command_line(args):
-    skip = {'command', 'mode', 'func'}
+    """The command that reproduces ``args``: every option that differs from its default, with
+    its value (a value option set to True or False, such as ``--cpu-bf16``, keeps its value)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    modes = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     parts = ['adaqual', 'evaluate', args.mode]
-    for key, value in vars(args).items():
-        if key in skip or value in (None, False):
+    for action in modes.choices[args.mode]._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or value is None or value == action.default:
             continue
-        flag = '--' + key.replace('_', '-')
-        parts += [flag] if value is True else [flag, str(value)]
+        flag = action.option_strings[-1]
+        parts += [flag] if action.nargs == 0 else [flag, shlex.quote(str(value))]
     return ' '.join(parts)
 
 

@@ -294,3 +294,24 @@ def test_agreement_matches_one_to_one_by_class_and_iou():
     assert got['per_class']['car']['only_restored'] == 1
     empty = AgreementAccumulator().compute()
     assert empty['images'] == 0 and empty['matched'] == 0 and empty['matched_conf_raw'] is None
+
+
+def test_the_reported_command_reproduces_the_arguments(tmp_path):
+    """The report's command line parses back to the same arguments: a true/false option keeps
+    its value (`--cpu-bf16 false` is not the default), a path with a space stays one word."""
+    import shlex
+
+    from adaqual_ros.cli.evaluate import _command_line
+    from adaqual_ros.cli.main import build_parser
+
+    parser = build_parser('evaluate')
+    folder = tmp_path / 'my images'
+    args = parser.parse_args(['evaluate', 'video', '--video', str(folder), '--out', 'o',
+                              '--cpu-bf16', 'false', '--fog-contrast', 'true', '--no-plots',
+                              '--condition', 'haze,rain', '--steps', '1'])
+    command = _command_line(args)
+    assert command.startswith('adaqual evaluate video ') and '--cpu-bf16 False' in command
+    assert vars(parser.parse_args(shlex.split(command)[1:])) == vars(args)
+    plain = parser.parse_args(['evaluate', 'labelled', '--images', 'i', '--labels', 'l',
+                               '--out', 'o'])
+    assert _command_line(plain) == 'adaqual evaluate labelled --images i --labels l --out o'

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from adaqual_ros.cli import bench
+from adaqual_ros.runtime.device import native_bf16_cpu
 
 
 def _args(tmp_path, *flags, **kw):
@@ -30,6 +31,9 @@ def test_bench_writes_the_contract_json(tmp_path, capsys):
         assert rec['peak_memory']['process_max_rss_mb'] > 0
         assert rec['backend_used'] == rec['backend']
         assert rec['tile_size'] == 256  # the auto default on the CPU
+        # cpu_bf16 resolved for this CPU; the classical backends have no network
+        expected = 'bfloat16' if native_bf16_cpu() and rec['backend'] == 'adaqual' else 'float32'
+        assert rec['precision'] == expected
         assert rec['cpu_ms_per_frame'] > 0 and 0 <= rec['processed_fraction'] <= 1.5
     ratios = report['ratios']
     assert set(ratios) >= {'clean_over_degraded', 'adaptive_speedup', 'cache_speedup'}
@@ -39,6 +43,7 @@ def test_bench_writes_the_contract_json(tmp_path, capsys):
     assert 'untrained' in report['model']
     out = capsys.readouterr().out
     assert 'ms/frame' in out and 'bench.json' in out
+    assert f'network in {"bfloat16" if native_bf16_cpu() else "float32"}' in out
     run = report['ratio_details'][0]['half_clean_processed_fraction']
     assert f'half_clean_run={run:.2f}' in out
 
