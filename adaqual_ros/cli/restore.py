@@ -7,16 +7,18 @@
     adaqual restore --source frames/ --out restored_frames/
 
 A bag comes back as a copy with every message unchanged plus the restored frames on
-`/front/restored/image_raw` (the node's topic: the image's header, the encoding it was recorded
-in; a compressed topic comes back as a raw Image, as the node does), the camera's camera_info
-on `/front/restored/camera_info` and the quality map on `/front/quality_map` (32FC1 grid of
-scores 1-5, as the node publishes it): `ros2 bag play` then feeds raw and restored
+`/front/restored/image_raw` (the node's topic: the image's header, the encoding it was recorded in;
+a compressed topic comes back as a raw Image, as the node does), the camera's camera_info on
+`/front/restored/camera_info`, the quality map on `/front/quality_map` (32FC1 grid of scores 1-5)
+and each frame's record on `/front/prompts` (JSON: scores, prompts, the shares skipped and
+processed, stage timings), as the node publishes them: `ros2 bag play` then feeds raw and restored
 frames to your own stack side by side. A video comes back as a video (mp4v, same rate), an image
-folder as a folder of the same file names, an image as an image. Same restorer settings as the
-node (`--backend`, `--model-path`, `--skip-threshold`, ...); the quality cache ages its maps by
-the header stamps (a video's frame times), so the result does not depend on this machine's
-speed. Needs no ROS.
+folder as a folder of the same file names, an image as an image. Same restorer settings as the node
+(`--backend`, `--model-path`, `--skip-threshold`, ...); the quality cache ages its maps by the
+header stamps (a video's frame times), so the result does not depend on this machine's speed. Needs
+no ROS.
 """
+import json
 from pathlib import Path
 import sys
 import time
@@ -138,14 +140,17 @@ def _check_paths(source, out, bag, args):
 def _restore_bag(source, out, restore, args, progress):
     from adaqual_ros.io.bags import rewrite_bag
 
-    def process(frame, stamp_ns):
+    def process(frame, stamp_ns, frame_id):
         result = restore(frame, stamp_ns * 1e-9 if stamp_ns else None)
-        # the node's quality_map topic: the scores grid as 32FC1, the frame's header
+        # the node's quality_map topic (the scores grid as 32FC1, the frame's header) and its
+        # prompts topic (the frame's JSON record)
         scores = np.ascontiguousarray(result.quality_map.scores, dtype=np.float32)
-        return result.image, {'quality_map': (scores, '32FC1')}
+        record = json.dumps(result.describe(stamp_ns, frame_id))
+        return result.image, {'quality_map': (scores, '32FC1'), 'prompts': record}
 
     return rewrite_bag(source, out, process, topic=args.topic, out_topic=args.out_topic,
-                       limit=args.limit, on_image=progress.update, extra_topics=('quality_map',))
+                       limit=args.limit, on_image=progress.update,
+                       extra_topics=('quality_map', 'prompts'))
 
 
 def _restore_files(source, out, restore, args, progress):

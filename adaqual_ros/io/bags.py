@@ -18,6 +18,7 @@ from adaqual_ros.io import codec
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_TYPE = 'sensor_msgs/msg/CompressedImage'
 CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
+STRING_TYPE = 'std_msgs/msg/String'
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 
 _SEP = '=' * 80 + '\n'
@@ -43,6 +44,7 @@ MSGDEFS = {
         'uint32 binning_y\nsensor_msgs/RegionOfInterest roi\n' + _SEP
         + 'MSG: sensor_msgs/RegionOfInterest\nuint32 x_offset\nuint32 y_offset\nuint32 height\n'
         'uint32 width\nbool do_rectify\n' + _SEP + _HEADER),
+    STRING_TYPE: 'string data\n',
 }
 
 
@@ -152,6 +154,10 @@ class BagWriter:
         data, fmt_text = codec.encode_compressed(np.ascontiguousarray(rgb), 'rgb8', fmt, quality)
         self._write(topic, COMPRESSED_TYPE, {'header': _header(stamp_ns, frame_id),
                                              'format': fmt_text, 'data': data}, stamp_ns)
+
+    def write_string(self, topic, text, stamp_ns, log_time_ns=None):
+        """Write a std_msgs/String (the node's JSON topics); log time as in `write_image`."""
+        self._write(topic, STRING_TYPE, {'data': str(text)}, stamp_ns, log_time_ns)
 
     def copy(self, schema, channel, message, topic=None):
         """
@@ -310,21 +316,23 @@ def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_im
     Copy a bag and add a processed copy of one image topic, the way the restoration node adds
     its output to a camera's topics.
 
-    Every message of ``src`` goes to ``dst`` unchanged (bytes, schema, channel, times). After
-    each image on ``topic`` (the first ``limit`` of them; None: all), ``process(frame,
-    stamp_ns)`` gets the frame as `codec.frame_for_processing` gives it (RGB, RGBA or a plane)
-    and returns one of the same shape and dtype, which is written as a sensor_msgs/Image on
-    ``out_topic`` (default `restored_topic`) with the image's header and log time, in the
-    encoding the image was recorded in (a CompressedImage's original encoding, as the node
-    does). Messages of the camera's camera_info (the topic beside the image topic) are copied
-    to ``<out namespace>/camera_info`` too. An image that cannot be decoded, or that
-    ``process`` refuses with a ValueError, is not written and is counted.
+    Every message of ``src`` goes to ``dst`` unchanged (bytes, schema, channel, times). After each
+    image on ``topic`` (the first ``limit`` of them; None: all), ``process(frame, stamp_ns,
+    frame_id)`` gets the frame as `codec.frame_for_processing` gives it (RGB, RGBA or a plane) and
+    returns one of the same shape and dtype, which is written as a sensor_msgs/Image on
+    ``out_topic`` (default `restored_topic`) with the image's header and log time, in the encoding
+    the image was recorded in (a CompressedImage's original encoding, as the node does). Messages
+    of the camera's camera_info (the topic beside the image topic) are copied to ``<out
+    namespace>/camera_info`` too. An image that cannot be decoded, or that ``process`` refuses with
+    a ValueError, is not written and is counted.
 
     Args:
         on_image (`callable`, *optional*): called after each image with (index, total).
         extra_topics (`tuple[str]`): names, relative to the camera's namespace (the image
-            topic's), of more Images per frame (the node's 'quality_map'): ``process`` then
-            returns ``(frame, {name: (array, encoding)})``, written with the frame's header.
+            topic's), of more messages per frame (the node's 'quality_map' and 'prompts'):
+            ``process`` then returns ``(frame, {name: value})``, where a value ``(array,
+            encoding)`` is written as an Image with the frame's header and a str as a
+            std_msgs/String, both at the frame's log time.
 
     Returns:
         `dict`: 'topic', 'out_topic', 'extra_topics', 'images' (processed and written),
@@ -372,7 +380,7 @@ def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_im
             else:
                 stamp, frame_id = _stamp_ns(decoded.header), decoded.header.frame_id
                 try:
-                    result = process(frame, stamp)
+                    result = process(frame, stamp, frame_id)
                     result, more = result if extras else (result, {})
                     image = codec.frame_to_encoding(result, target)
                 except ValueError as exc:  # a frame the process refuses
@@ -380,9 +388,14 @@ def rewrite_bag(src, dst, process, topic=None, out_topic=None, limit=None, on_im
                 else:
                     out.write_image(out_topic, image, stamp, frame_id, encoding=target,
                                     log_time_ns=message.log_time)
-                    for name, (array, encoding) in more.items():
-                        out.write_image(extras[name], array, stamp, frame_id,
-                                        encoding=encoding, log_time_ns=message.log_time)
+                    for name, value in more.items():
+                        if isinstance(value, str):
+                            out.write_string(extras[name], value, stamp,
+                                             log_time_ns=message.log_time)
+                        else:
+                            array, encoding = value
+                            out.write_image(extras[name], array, stamp, frame_id,
+                                            encoding=encoding, log_time_ns=message.log_time)
                     report['images'] += 1
             index += 1
             if on_image is not None:

@@ -368,29 +368,15 @@ class RestorationNode(FrameWorkerNode):
         cam.outputs.publish('compressed', compressed)
 
     def _publish_quality(self, cam, header, image, result, listeners):
-        qmap, prompts = result.quality_map, result.prompts
+        qmap = result.quality_map
         if listeners.get('quality'):
             grid = np.ascontiguousarray(qmap.scores, dtype=np.float32)
             cam.outputs.publish('quality', conversions.cv2_to_imgmsg(grid, '32FC1',
                                                                      header=header))
         if listeners.get('prompts'):
-            payload = {'stamp': {'sec': header.stamp.sec, 'nanosec': header.stamp.nanosec},
-                       'frame_id': header.frame_id, 'cell': int(qmap.cell),
-                       'grid': list(qmap.scores.shape), 'backend': result.backend,
-                       'cache_hit': result.cache_hit,
-                       'skipped_fraction': _num(result.skipped_fraction),
-                       'processed_fraction': _num(result.processed_fraction),
-                       'scores': np.round(qmap.scores, 3).tolist(),
-                       'timings_ms': {k: _num(v) for k, v in (result.timings or {}).items()}}
-            if qmap.skip_scores is not None:
-                # the read that chose which cells passed (`quality_context`)
-                payload['skip_scores'] = np.round(qmap.skip_scores, 3).tolist()
-            if prompts is None:
-                from adaqual_ros.prompting import build_prompts
-
-                prompts = build_prompts(qmap)
-            payload['prompts'] = prompts.to_dict()
-            cam.outputs.publish('prompts', String(data=json.dumps(payload)))
+            stamp_ns = header.stamp.sec * 10 ** 9 + header.stamp.nanosec
+            cam.outputs.publish('prompts', String(data=json.dumps(
+                result.describe(stamp_ns, header.frame_id))))
         if listeners.get('visualization'):
             cam.outputs.publish('visualization', conversions.cv2_to_imgmsg(
                 quality_overlay(image, qmap), 'rgb8', header=header))
@@ -461,10 +447,6 @@ class RestorationNode(FrameWorkerNode):
     def destroy_node(self):
         self._stop_worker(timeout=5.0)
         return super().destroy_node()
-
-
-def _num(value):
-    return None if value is None else float(value)
 
 
 def quality_overlay(image, qmap, max_width=640):

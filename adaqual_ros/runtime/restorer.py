@@ -106,6 +106,33 @@ class RestoreResult:
     processed_fraction: float = 0.0
     oom_retries: int = 0
 
+    def describe(self, stamp_ns, frame_id):
+        """
+        The frame's record as the restoration node publishes it on `prompts` (std_msgs/String
+        JSON) and `adaqual restore` writes it: stamp, frame_id, the quality grid and the
+        reads that chose the skipped cells, the prompts, the shares skipped and processed, the
+        stage timings. JSON-ready (plain numbers and lists).
+        """
+        qmap = self.quality_map
+        sec, nanosec = divmod(int(stamp_ns), 10 ** 9)
+        record = {'stamp': {'sec': sec, 'nanosec': nanosec}, 'frame_id': frame_id,
+                  'cell': int(qmap.cell), 'grid': list(qmap.scores.shape),
+                  'backend': self.backend, 'cache_hit': self.cache_hit,
+                  'skipped_fraction': _num(self.skipped_fraction),
+                  'processed_fraction': _num(self.processed_fraction),
+                  'scores': np.round(qmap.scores, 3).tolist(),
+                  'timings_ms': {k: _num(v) for k, v in (self.timings or {}).items()}}
+        if qmap.skip_scores is not None:
+            # the read that chose which cells passed (`quality_context`)
+            record['skip_scores'] = np.round(qmap.skip_scores, 3).tolist()
+        prompts = self.prompts
+        if prompts is None:  # a skipped frame, or a backend without prompts: what they'd be
+            from adaqual_ros.prompting import build_prompts
+
+            prompts = build_prompts(qmap)
+        record['prompts'] = prompts.to_dict()
+        return record
+
 
 @dataclass(frozen=True)
 class MemoryLimits:
@@ -733,6 +760,10 @@ class Restorer:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+def _num(value):
+    return None if value is None else float(value)
+
 
 def _ms(start):
     return (time.perf_counter() - start) * 1000.0

@@ -156,7 +156,7 @@ def test_rewrite_bag_copies_everything_and_adds_the_processed_topic(tmp_path, ba
                         b'\x00\x01\x00\x00\x07', 9_000_000_000, 3)
     seen = []
 
-    def identity(frame, stamp_ns):
+    def identity(frame, stamp_ns, frame_id):
         seen.append((frame.shape, frame.dtype, stamp_ns))
         return frame
 
@@ -174,11 +174,11 @@ def test_rewrite_bag_copies_everything_and_adds_the_processed_topic(tmp_path, ba
     assert seen == [((24, 32, 3), np.uint8, s) for s in stamps]
     # mono16 and rgba8 (alpha kept) round-trip bit-identical too
     for topic in ('/depth/image_raw', '/alpha/image_raw'):
-        rewrite_bag(src, tmp_path / 'x.mcap', lambda f, s: f, topic=topic)
+        rewrite_bag(src, tmp_path / 'x.mcap', lambda f, s, i: f, topic=topic)
         out = bag_messages(tmp_path / 'x.mcap')
         assert out[topic.replace('/image_raw', '/restored/image_raw')] == before[topic]
     # compressed in: a raw Image out in the recorded encoding; the broken frame is counted
-    report = rewrite_bag(src, tmp_path / 'c.mcap', lambda f, s: 255 - f,
+    report = rewrite_bag(src, tmp_path / 'c.mcap', lambda f, s, i: 255 - f,
                          topic='/rear/image_raw/compressed', limit=10)
     assert report['images'] == 3 and [i for i, _ in report['failed']] == [3]
     restored = list(read_images(tmp_path / 'c.mcap', '/rear/restored/image_raw'))

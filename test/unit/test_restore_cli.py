@@ -56,6 +56,19 @@ def test_restore_writes_the_restored_frames_beside_the_raw_ones(tmp_path, capsys
     assert scores.min() >= 1.0 and scores.max() <= 5.0 and scores.min() < 4.0  # hazy
     assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in maps] == \
         [r.stamp_ns for r in raw]
+    # and each frame's record, as the node's prompts topic: its stamp, frame_id and map
+    import json
+
+    with open(tmp_path / 'c.mcap', 'rb') as f:
+        records = [json.loads(m.data) for _, _, _, m in make_reader(
+            f, decoder_factories=[DecoderFactory()]).iter_decoded_messages(
+            topics=['/cam/prompts'])]
+    assert [r['stamp']['sec'] * 10**9 + r['stamp']['nanosec'] for r in records] == \
+        [r.stamp_ns for r in raw]
+    assert {(r['frame_id'], r['backend'], tuple(r['grid'])) for r in records} == \
+        {('cam', 'classical', (4, 5))}
+    assert np.allclose(records[0]['scores'], scores.reshape(4, 5), atol=1e-3)
+    assert records[0]['prompts'] and 0 <= records[0]['skipped_fraction'] < 1
     # hazy frames are dehazed: each one changes, and gains contrast
     for r, f in zip(restored, frames):
         assert r.image.shape == f.shape and not np.array_equal(r.image, f)
