@@ -25,20 +25,12 @@ from adaqual_ros.detection.yolo import Detections, draw_detections
 from adaqual_ros.metrics.detection import DetectionAccumulator
 from adaqual_ros.metrics.image import psnr, ssim
 from adaqual_ros.metrics.report import write_report
+from adaqual_ros.quality.overlay import quality_overlay
 
 STREAMS = ('raw', 'restored', 'clean')
 WEATHER_ROW = 'all weather'
 # Frame images are dropped once this many newer stamps have been seen (bounded memory).
 _PENDING_IMAGES = 12
-
-
-def quality_overlay(rgb, scores, alpha=0.5):
-    """RGB frame blended with its quality grid as heat (red = poor, blue = pristine)."""
-    h, w = rgb.shape[:2]
-    levels = np.clip((5.0 - np.asarray(scores, np.float32)) / 4.0 * 255.0, 0, 255)
-    levels = cv2.resize(levels.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-    heat = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(rgb, 1.0 - alpha, heat, alpha, 0.0)
 
 
 class _Frame:
@@ -145,7 +137,7 @@ class DemoRecorder:
         with self._lock:
             frame = self._frame(int(stamp))
             frame.restore = {k: body.get(k) for k in ('backend', 'cache_hit', 'skipped_fraction',
-                                                      'timings_ms')}
+                                                      'timings_ms', 'cell')}
             self._update(frame)
 
     # ---- joining ----------------------------------------------------------------------------
@@ -191,8 +183,8 @@ class DemoRecorder:
                                              'restored': images['restored'], 'clean': clean}
         if entry['stamp'] != frame.stamp:
             return
-        if frame.quality is not None:
-            entry['quality'] = frame.quality
+        if frame.quality is not None and frame.restore is not None:
+            entry['quality'] = frame.quality, frame.restore['cell']  # the grid and its cell
         for stream, (dets, _, _) in frame.dets.items():
             entry[f'dets_{stream}'] = dets
 
@@ -435,7 +427,7 @@ def render_strip(strip, path, tile_width=320):
                            ('quality', 'quality map of raw (red = poor)'),
                            ('clean', 'clean reference')):
             if key == 'quality':
-                image = quality_overlay(base, entry['quality']) if 'quality' in entry else None
+                image = quality_overlay(base, *entry['quality']) if 'quality' in entry else None
             else:
                 image = entry.get(key)
                 dets = entry.get(f'dets_{key}')

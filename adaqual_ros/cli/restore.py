@@ -50,6 +50,9 @@ def add_arguments(parser):
                         help='restore only the first N frames (every message is still copied)')
     parser.add_argument('--backend', default='adaqual',
                         help='adaqual | classical | passthrough (default: %(default)s)')
+    parser.add_argument('--visualization', action='store_true',
+                        help="bag: also write the node's <camera>/quality_map/visualization "
+                             '(the frame with its quality map as heat, rgb8, at most 640 px wide)')
     add_model_options(parser)
     add_restorer_options(parser)
 
@@ -112,8 +115,9 @@ def _check_paths(source, out, bag, args):
         return '--limit must be >= 1'
     if not source.exists():
         return f'--source {args.source} does not exist'
-    if args.topic and not bag:
-        return '--topic is for a bag source'
+    for flag, given in (('--topic', args.topic), ('--visualization', args.visualization)):
+        if given and not bag:
+            return f'{flag} is for a bag source'
     inputs = {source.resolve()}
     if bag:
         from adaqual_ros.io.bags import BagError, resolve_bag_path
@@ -137,20 +141,30 @@ def _check_paths(source, out, bag, args):
     return None if ok else f'--out must be {wanted} for this source, got {args.out}'
 
 
+VISUALIZATION = 'quality_map/visualization'
+
+
 def _restore_bag(source, out, restore, args, progress):
     from adaqual_ros.io.bags import rewrite_bag
+    from adaqual_ros.quality.overlay import quality_overlay
 
     def process(frame, stamp_ns, frame_id):
         result = restore(frame, stamp_ns * 1e-9 if stamp_ns else None)
         # the node's quality_map topic (the scores grid as 32FC1, the frame's header) and its
         # prompts topic (the frame's JSON record)
         scores = np.ascontiguousarray(result.quality_map.scores, dtype=np.float32)
-        record = json.dumps(result.describe(stamp_ns, frame_id))
-        return result.image, {'quality_map': (scores, '32FC1'), 'prompts': record}
+        extras = {'quality_map': (scores, '32FC1'),
+                  'prompts': json.dumps(result.describe(stamp_ns, frame_id))}
+        if args.visualization:
+            extras[VISUALIZATION] = (quality_overlay(frame, result.quality_map.scores,
+                                                     result.quality_map.cell, max_width=640),
+                                     'rgb8')
+        return result.image, extras
 
     return rewrite_bag(source, out, process, topic=args.topic, out_topic=args.out_topic,
                        limit=args.limit, on_image=progress.update,
-                       extra_topics=('quality_map', 'prompts'))
+                       extra_topics=('quality_map', 'prompts')
+                       + ((VISUALIZATION,) if args.visualization else ()))
 
 
 def _restore_files(source, out, restore, args, progress):

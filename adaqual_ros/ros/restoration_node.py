@@ -35,6 +35,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
 from adaqual_ros.io.codec import ImageCodecError
+from adaqual_ros.quality.overlay import quality_overlay
 from adaqual_ros.ros import conversions
 from adaqual_ros.ros.diagnostics import FrameStats, build_status
 from adaqual_ros.ros.node_parts import (
@@ -379,7 +380,8 @@ class RestorationNode(FrameWorkerNode):
                 result.describe(stamp_ns, header.frame_id))))
         if listeners.get('visualization'):
             cam.outputs.publish('visualization', conversions.cv2_to_imgmsg(
-                quality_overlay(image, qmap), 'rgb8', header=header))
+                quality_overlay(image, qmap.scores, qmap.cell, max_width=640), 'rgb8',
+                header=header))
 
     # ---- diagnostics -----------------------------------------------------------------------
 
@@ -447,31 +449,6 @@ class RestorationNode(FrameWorkerNode):
     def destroy_node(self):
         self._stop_worker(timeout=5.0)
         return super().destroy_node()
-
-
-def quality_overlay(image, qmap, max_width=640):
-    """An rgb8 picture of a frame (RGB or a plane) with its quality map as heat (red = poor)."""
-    import cv2
-
-    rgb = _to_uint8(image[..., :3] if image.ndim == 3 else image)  # no alpha in the overlay
-    if rgb.ndim == 2:
-        rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
-    height, width = rgb.shape[:2]
-    if width > max_width:
-        height, width = max(1, round(height * max_width / width)), max_width
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-    levels = np.clip((5.0 - qmap.per_pixel()) / 4.0 * 255.0, 0, 255).astype(np.uint8)
-    levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_NEAREST)
-    heat = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(rgb, 0.5, heat, 0.5, 0.0)
-
-
-def _to_uint8(array):
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.uint16:
-        return (array // 257).astype(np.uint8)
-    return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def main(args=None):

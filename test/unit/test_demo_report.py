@@ -97,7 +97,7 @@ def _feed(rec, clean_image, stamp, index, condition, raw_boxes, rest_boxes, ref_
         rec.add_detections('clean', _body(stamp, _dets(ref_boxes), stamp + 30_000_000))
     if restored:
         rec.add_quality(stamp, np.full((2, 3), 2.0 if condition != 'clean' else 5.0))
-        rec.add_restoration(stamp, {'backend': 'classical', 'cache_hit': False,
+        rec.add_restoration(stamp, {'backend': 'classical', 'cache_hit': False, 'cell': 64,
                                     'skipped_fraction': 0.0, 'timings_ms': {'total': 80.0}})
         out = clean_image if condition == 'clean' else np.clip(
             clean_image.astype(int) + 3, 0, 255).astype(np.uint8)
@@ -142,7 +142,9 @@ def test_recorder_scores_each_condition_against_the_clean_frame(clean_image, tmp
                                 'detection restored': 21.0, 'detection clean': 21.0}
     # The strip keeps frame 1 for clean, and frame 2 for haze (frame 1 was never restored).
     assert rec.strip['clean']['index'] == 1 and rec.strip['haze']['index'] == 2
-    assert 'quality' in rec.strip['haze'] and 'dets_restored' in rec.strip['haze']
+    assert 'dets_restored' in rec.strip['haze']
+    grid, cell = rec.strip['haze']['quality']  # drawn as cells of the node's size (JSON 'cell')
+    assert grid.shape == (2, 3) and cell == 64
 
     files = write_demo_report(tmp_path, summary, rec.strip, meta={'command': 'test'},
                               extra={'graph': {'restoration_node': {'dropped.stale': 1}}})

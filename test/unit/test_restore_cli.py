@@ -73,9 +73,14 @@ def test_restore_writes_the_restored_frames_beside_the_raw_ones(tmp_path, capsys
     for r, f in zip(restored, frames):
         assert r.image.shape == f.shape and not np.array_equal(r.image, f)
         assert r.image.std() > f.std()
-    # passthrough: the restored topic holds the raw frames' very bytes
+    # passthrough: the restored topic holds the raw frames' very bytes; --visualization adds
+    # the node's heat picture of each frame's map
     assert main(['restore', *common, '--out', str(tmp_path / 'p.mcap'),
-                 '--backend', 'passthrough']) == 0
+                 '--backend', 'passthrough', '--visualization']) == 0
+    pictures = list(read_images(tmp_path / 'p.mcap', '/cam/quality_map/visualization'))
+    assert [p.stamp_ns for p in pictures] == [r.stamp_ns for r in raw]
+    assert {(p.encoding, p.image.shape) for p in pictures} == {('rgb8', (240, 320, 3))}
+    assert not np.array_equal(pictures[0].image, frames[0])  # the heat is drawn over it
     messages = bag_messages(tmp_path / 'p.mcap')
     assert messages['/cam/restored/image_raw'] == messages['/cam/image_raw']
     assert len(messages['/cam/quality_map']) == 3  # the map is read whatever the backend
@@ -111,6 +116,9 @@ def test_restore_refuses_what_it_cannot_do(tmp_path, capsys):
     assert main(['restore', '--source', str(video), '--out', str(tmp_path / 'o.mp4'),
                  '--topic', '/cam/image_raw']) == 2
     assert '--topic is for a bag source' in capsys.readouterr().err
+    assert main(['restore', '--source', str(video), '--out', str(tmp_path / 'o.mp4'),
+                 '--visualization']) == 2
+    assert '--visualization is for a bag source' in capsys.readouterr().err
     assert main([*base, '--out', str(tmp_path / 'o.mcap'), '--skip-threshold', '9']) == 2
     assert 'skip_threshold' in capsys.readouterr().err
 
