@@ -11,7 +11,8 @@ A bag comes back as a copy with every message unchanged plus the restored frames
 a compressed topic comes back as a raw Image, as the node does), the camera's camera_info on
 `/front/restored/camera_info`, the quality map on `/front/quality_map` (32FC1 grid of scores 1-5)
 and each frame's record on `/front/prompts` (JSON: scores, prompts, the shares skipped and
-processed, stage timings), as the node publishes them: `ros2 bag play` then feeds raw and restored
+processed, stage timings), as the node publishes them (`--visualization`: its heat picture of the
+map on `/front/quality_map/visualization` too): `ros2 bag play` then feeds raw and restored
 frames to your own stack side by side. A video comes back as a video (mp4v, same rate), an image
 folder as a folder of the same file names, an image as an image. Same restorer settings as the node
 (`--backend`, `--model-path`, `--skip-threshold`, ...); the quality cache ages its maps by the
@@ -31,6 +32,9 @@ from adaqual_ros.cli.restorer_options import (
     model_changes,
     restorer_changes,
 )
+
+# the node's optional heat picture of each frame's quality map (`--visualization`)
+VISUALIZATION = 'quality_map/visualization'
 
 
 def add_arguments(parser):
@@ -139,9 +143,6 @@ def _check_paths(source, out, bag, args):
     else:
         wanted, ok = f'a video file ({", ".join(VIDEO_SUFFIXES)})', suffix in VIDEO_SUFFIXES
     return None if ok else f'--out must be {wanted} for this source, got {args.out}'
-
-
-VISUALIZATION = 'quality_map/visualization'
 
 
 def _restore_bag(source, out, restore, args, progress):
