@@ -7,6 +7,8 @@ writes runs/soak/soak.json ("frames_in", "published", "passed_through", "dropped
 "memory_growth_mb", "fps", and more) and runs/soak/node.log. Exits 1 when a frame is unaccounted
 for, published twice or published with a wrong header; the memory target is reported.
 """
+import sys
+
 MEMORY_TARGET_MB = 50.0
 
 
@@ -36,10 +38,15 @@ def run(args):
     except ImportError as exc:
         print(f'adaqual soak needs rclpy and the ROS 2 message packages: {exc}')
         return 2
-    report = run_soak(args.frames, args.out, width=args.width, height=args.height,
-                      backend=args.backend, quality_backend=args.quality_backend,
-                      source=args.source, warmup=args.warmup, frame_timeout=args.frame_timeout,
-                      domain_id=args.domain_id, node_params=args.param)
+    try:
+        report = run_soak(args.frames, args.out, width=args.width, height=args.height,
+                          backend=args.backend, quality_backend=args.quality_backend,
+                          source=args.source, warmup=args.warmup,
+                          frame_timeout=args.frame_timeout, domain_id=args.domain_id,
+                          node_params=args.param)
+    except ValueError as exc:  # frames, frame size or domain id out of range
+        print(f'adaqual soak: {exc}', file=sys.stderr)
+        return 2
     growth = report['memory_growth_mb']
     print(f"soak: {report['frames']} sent, {report['frames_in']} in, {report['published']} "
           f"published, {report['passed_through']} passed through, {report['dropped']} dropped "

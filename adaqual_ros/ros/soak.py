@@ -19,6 +19,8 @@ import time
 import numpy as np
 
 NAMESPACE = '/soak'
+# The highest ROS_DOMAIN_ID Fast DDS accepts (its ports are derived from it).
+MAX_DOMAIN_ID = 232
 FRAME_ID = 'soak_camera'
 _CONDITIONS = ('haze', 'rain', 'low_haze', 'snow', 'clean', 'haze_rain')
 
@@ -92,7 +94,8 @@ def run_soak(frames, out_dir, width=320, height=240, backend='classical',
         source (`str`, *optional*): a video to take frames from (default: assets dashcam).
         warmup (`int`): frames after which the memory baseline is taken.
         frame_timeout (`float`): seconds to wait for each output before sending the next frame.
-        domain_id (`int`, *optional*): ROS_DOMAIN_ID (default: random in 150..229).
+        domain_id (`int`, *optional*): ROS_DOMAIN_ID, 0..MAX_DOMAIN_ID (default: random in
+            150..229).
         node_params (`list[str]`): extra `name:=value` parameters for the node.
         log (`callable`): progress lines.
 
@@ -103,6 +106,9 @@ def run_soak(frames, out_dir, width=320, height=240, backend='classical',
         raise ValueError(f'frames must be >= 1, got {frames}')
     if width < 1 or height < 1:
         raise ValueError(f'frame size must be positive, got {width}x{height}')
+    if domain_id is not None and not 0 <= domain_id <= MAX_DOMAIN_ID:
+        # DDS derives its ports from the id: above this Fast DDS fails at start-up
+        raise ValueError(f'domain_id must be 0..{MAX_DOMAIN_ID}, got {domain_id}')
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     domain = domain_id if domain_id is not None else random.randint(150, 229)

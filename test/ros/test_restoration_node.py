@@ -990,13 +990,24 @@ def _random_valid(spec, choices, rng):
     return spec.default
 
 
+@pytest.mark.ros
+def test_soak_refuses_what_dds_cannot_start(tmp_path, capsys):
+    from adaqual_ros.cli.main import main
+
+    for flags, reason in ((['--domain-id', '233'], 'domain_id must be 0..232'),
+                          (['--frames', '0'], 'frames must be >= 1')):
+        assert main(['soak', '--out', str(tmp_path), *flags]) == 2
+        assert reason in capsys.readouterr().err
+
+
 def _soak(tmp_path, ros_env, frames, warmup):
     import json
     import subprocess
     import sys
 
     out = tmp_path / 'soak'
-    env = {**ros_env, 'ROS_DOMAIN_ID': str(int(ros_env['ROS_DOMAIN_ID']) % 50 + 200)}
+    # a domain of its own beside the session's (1..200); Fast DDS takes ids up to 232 only
+    env = {**ros_env, 'ROS_DOMAIN_ID': str(int(ros_env['ROS_DOMAIN_ID']) % 30 + 201)}
     proc = subprocess.run(
         [sys.executable, '-m', 'adaqual_ros.cli.main', 'soak', '--frames', str(frames),
          '--warmup', str(warmup), '--out', str(out), '--domain-id', env['ROS_DOMAIN_ID'],
