@@ -1034,6 +1034,7 @@ def test_short_soak_accounts_for_every_frame(tmp_path, ros_env, assets):
 
 @pytest.mark.ros
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 10,000 frames at 10-15 frames/s: longer than the default 600 s
 def test_soak_10000_frames_memory_and_accounting(tmp_path, ros_env, assets):
     report = _soak(tmp_path, ros_env, frames=10000, warmup=500)
     assert report['memory_growth_mb'] < 50.0, report
