@@ -14,7 +14,8 @@ and each frame's record on `/front/prompts` (JSON: scores, prompts, the shares s
 processed, stage timings), as the node publishes them (`--visualization`: its heat picture of the
 map on `/front/quality_map/visualization` too): `ros2 bag play` then feeds raw and restored
 frames to your own stack side by side. A video comes back as a video (mp4v, same rate), an image
-folder as a folder of the same file names, an image as an image. Same restorer settings as the node
+folder as a folder of the same file names, an image as an image; `--records FILE.jsonl` keeps
+each frame's record (the prompts JSON) for any source. Same restorer settings as the node
 (`--backend`, `--model-path`, `--skip-threshold`, ...); the quality cache ages its maps by the
 header stamps (a video's frame times), so the result does not depend on this machine's speed. Needs
 no ROS.
@@ -54,6 +55,11 @@ def add_arguments(parser):
                         help='restore only the first N frames (every message is still copied)')
     parser.add_argument('--backend', default='adaqual',
                         help='adaqual | classical | passthrough (default: %(default)s)')
+    parser.add_argument('--records', default=None, metavar='PATH',
+                        help="also write each restored frame's record (the node's prompts "
+                             'JSON: stamp, frame_id (a file name or <video>:<index> outside '
+                             'bags), scores, prompts, shares skipped and processed, timings) to '
+                             'PATH, one JSON line per frame; any source')
     parser.add_argument('--visualization', action='store_true',
                         help="bag: also write the node's <camera>/quality_map/visualization "
                              '(the frame with its quality map as heat, rgb8, at most 640 px wide)')
@@ -95,18 +101,32 @@ def run(args):
         figures['passed'] += result.windows == 0
         return result
 
+    records = None
+
+    def describe(result, stamp_ns, frame_id):
+        """The frame's record as JSON, kept in --records too."""
+        text = json.dumps(result.describe(stamp_ns, frame_id))
+        if records is not None:
+            records.write(text + '\n')
+        return text
+
     try:
+        if args.records:
+            Path(args.records).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            records = open(Path(args.records).expanduser(), 'w')
         if bag:
-            report = _restore_bag(source, out, restore, args, progress)
+            report = _restore_bag(source, out, restore, describe, args, progress)
         else:
-            report = _restore_files(source, out, restore, args, progress)
-    except (BagError, FileNotFoundError, ValueError) as exc:
+            report = _restore_files(source, out, restore, describe, args, progress)
+    except (BagError, OSError, ValueError) as exc:
         print(f'adaqual restore: {exc}', file=sys.stderr)
         return 2
     finally:
         progress.close()
         backend = restorer.stats().get('backend')
         restorer.close()
+        if records is not None:
+            records.close()
     _print(report, figures, backend, out)
     return 0
 
@@ -132,6 +152,8 @@ def _check_paths(source, out, bag, args):
             return str(exc)
     if out.resolve() in inputs:
         return '--out must not be the input'
+    if args.records and Path(args.records).expanduser().resolve() in {*inputs, out.resolve()}:
+        return '--records must be a file of its own, not the input or --out'
     suffix = out.suffix.lower()
     if bag:
         wanted, ok = 'a .mcap file', suffix == '.mcap'
@@ -145,7 +167,7 @@ def _check_paths(source, out, bag, args):
     return None if ok else f'--out must be {wanted} for this source, got {args.out}'
 
 
-def _restore_bag(source, out, restore, args, progress):
+def _restore_bag(source, out, restore, describe, args, progress):
     from adaqual_ros.io.bags import rewrite_bag
     from adaqual_ros.quality.overlay import quality_overlay
 
@@ -155,7 +177,7 @@ def _restore_bag(source, out, restore, args, progress):
         # prompts topic (the frame's JSON record)
         scores = np.ascontiguousarray(result.quality_map.scores, dtype=np.float32)
         extras = {'quality_map': (scores, '32FC1'),
-                  'prompts': json.dumps(result.describe(stamp_ns, frame_id))}
+                  'prompts': describe(result, stamp_ns, frame_id)}
         if args.visualization:
             extras[VISUALIZATION] = (quality_overlay(frame, result.quality_map.scores,
                                                      result.quality_map.cell, max_width=640),
@@ -168,7 +190,7 @@ def _restore_bag(source, out, restore, args, progress):
                        + ((VISUALIZATION,) if args.visualization else ()))
 
 
-def _restore_files(source, out, restore, args, progress):
+def _restore_files(source, out, restore, describe, args, progress):
     """A video, image folder or image, restored frame by frame into the same kind of output."""
     import cv2
 
@@ -185,7 +207,9 @@ def _restore_files(source, out, restore, args, progress):
         out.parent.mkdir(parents=True, exist_ok=True)
     try:
         for frame in frames:
-            bgr = cv2.cvtColor(restore(frame.image, frame.time_s).image, cv2.COLOR_RGB2BGR)
+            result = restore(frame.image, frame.time_s)
+            describe(result, round(frame.time_s * 1e9), frame.name)
+            bgr = cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR)
             if frames.kind == 'video':
                 if writer is None:
                     height, width = bgr.shape[:2]

@@ -95,6 +95,8 @@ def test_restore_refuses_what_it_cannot_do(tmp_path, capsys):
     assert '--out must be a .mcap file for this source' in capsys.readouterr().err
     assert main([*base, '--out', str(src)]) == 2
     assert 'must not be the input' in capsys.readouterr().err
+    assert main([*base, '--out', str(tmp_path / 'o.mcap'), '--records', str(src)]) == 2
+    assert '--records must be a file of its own' in capsys.readouterr().err
     folder = tmp_path / 'rosbag2'  # a rosbag2 folder: its .mcap is the input too
     folder.mkdir()
     src.rename(folder / 'run.mcap')
@@ -132,9 +134,18 @@ def test_restore_a_video_and_an_image_folder(tmp_path, capsys):
     writer.release()
     common = ['--backend', 'classical', '--quality-backend', 'classical', '--threads', '1',
               '--device', 'cpu']
+    records = tmp_path / 'logs' / 'r.jsonl'
     assert main(['restore', '--source', str(video), '--out', str(tmp_path / 'out' / 'r.mp4'),
-                 *common]) == 0
+                 '--records', str(records), *common]) == 0
     assert '3 frames restored, 0 frames not decodable' in capsys.readouterr().out
+    # one record per frame, as the node's prompts JSON, named by the frame's place in the video
+    import json
+
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert [r['frame_id'] for r in lines] == [f'hazy.mp4:{i}' for i in range(3)]
+    assert [r['stamp']['nanosec'] for r in lines] == [0, 100_000_000, 200_000_000]
+    assert {(r['backend'], tuple(r['grid'])) for r in lines} == {('classical', (4, 5))}
+    assert min(min(row) for row in lines[0]['scores']) < 4.0  # hazy
     cap = cv2.VideoCapture(str(tmp_path / 'out' / 'r.mp4'))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 and cap.get(cv2.CAP_PROP_FPS) == 10.0
     ok, first = cap.read()
