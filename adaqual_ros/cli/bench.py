@@ -413,10 +413,11 @@ def run(args):
                                  args.warmup, truth[stream])
                 rec['peak_memory'] = measure_memory(restorer, streams[stream][-1],
                                                     f'{stream}-{width}x{height}')
+                stats = restorer.stats()
                 rec.update(resolution=f'{width}x{height}', width=width, height=height,
                            backend=backend, stream=stream,
-                           tile_size=restorer.stats()['tile_size'],  # auto resolved
-                           precision=restorer.stats()['precision'])  # cpu_bf16 resolved
+                           tile_size=stats['tile_size'],  # auto resolved
+                           precision=stats['precision'])  # cpu_bf16 resolved
                 if args.flops and stream == 'degraded':
                     rec['gflops_per_frame'] = count_gflops(
                         restorer, streams[stream][-1], f'flops-{width}x{height}',

@@ -208,7 +208,8 @@ def _restore_files(source, out, restore, describe, args, progress):
     try:
         for frame in frames:
             result = restore(frame.image, frame.time_s)
-            describe(result, round(frame.time_s * 1e9), frame.name)
+            if args.records:  # the record is kept only there (a bag carries it on prompts)
+                describe(result, round(frame.time_s * 1e9), frame.name)
             bgr = cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR)
             if frames.kind == 'video':
                 if writer is None:

@@ -322,6 +322,18 @@ def _convert_layout(array, src, dst):
     return _cvt(array, f'COLOR_{_CV_NAME[src]}2{_CV_NAME[dst]}', src, dst)
 
 
+def to_uint8(array):
+    """
+    8-bit samples of uint8 (as they are), uint16 (rounded division by 257, so 8-bit data stored
+    in 16 bits comes back exactly) or float data in [0, 1] (rounded; finite values expected).
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def to_rgb(array, encoding):
     """
     Return `(image, layout)`: an RGB (H, W, 3) image, or the (H, W) plane for mono/depth data.

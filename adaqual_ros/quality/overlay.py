@@ -3,6 +3,8 @@
 import cv2
 import numpy as np
 
+from adaqual_ros.io.codec import to_uint8
+
 
 def quality_overlay(image, scores, cell, max_width=0):
     """
@@ -11,13 +13,13 @@ def quality_overlay(image, scores, cell, max_width=0):
 
     Args:
         image (`np.ndarray`): the frame, RGB, RGBA (alpha left out) or one plane; uint8, uint16
-            or float in [0, 1].
+            or finite float in [0, 1] (`codec.to_uint8`).
         scores (`np.ndarray`, (gh, gw)): quality scores 1-5 per cell.
         cell (`int`): cell size in pixels; cells cover the frame from its top left corner, as
             in `QualityMap` (the last row and column may be cut).
         max_width (`int`): frames wider than this are scaled down to it first; 0 = as they are.
     """
-    rgb = _to_uint8(image[..., :3] if image.ndim == 3 else image)
+    rgb = to_uint8(image[..., :3] if image.ndim == 3 else image)
     if rgb.ndim == 2:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
     height, width = rgb.shape[:2]
@@ -34,11 +36,3 @@ def quality_overlay(image, scores, cell, max_width=0):
         levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_NEAREST)
     heat = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(rgb, 0.5, heat, 0.5, 0.0)
-
-
-def _to_uint8(array):
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.uint16:
-        return (array // 257).astype(np.uint8)
-    return (np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -204,7 +204,7 @@ RESTORATION_PARAMS = (
               check=_check_device, choices_note='`auto`, `cpu`, `cuda`, `cuda:N`'),
     ParamSpec('half', _DEFAULTS.half, 'Half precision on CUDA (ignored on CPU)'),
     ParamSpec('cpu_bf16', _DEFAULTS.cpu_bf16,
-              'bfloat16 on a CPU with native bf16 (AMX, AVX512-BF16): whole frames 1.2-2x '
+              'bfloat16 on a CPU with native bf16 (AMX, AVX512-BF16): whole frames 1.1-2.2x '
               'faster, outputs within about 1/255 of float32; other CPUs run float32 either way'),
     ParamSpec('compile', _DEFAULTS.compile,
               'torch.compile the network (first frame of each size compiles for minutes; '

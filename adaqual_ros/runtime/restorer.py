@@ -26,6 +26,7 @@ import zlib
 import cv2
 import numpy as np
 
+from adaqual_ros.io.codec import to_uint8
 from adaqual_ros.quality.types import QualityMap
 from adaqual_ros.runtime.backends import StreamState, build_backend
 from adaqual_ros.runtime.device import configure_threads, release_cached_memory, resolve_device
@@ -817,24 +818,15 @@ def _check_frame(frame, color_order):
     return frame
 
 
-def _plane_to_uint8(arr):
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == np.uint16:
-        # Rounded division keeps 257 * v -> v exact for 8-bit data stored in 16 bits.
-        return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 def _to_rgb_uint8(frame, color_order):
     """RGB uint8 (H, W, 3) view/copy of the frame, for the quality estimator."""
     if color_order == 'mono':
-        plane = _plane_to_uint8(frame.reshape(frame.shape[:2]))
+        plane = to_uint8(frame.reshape(frame.shape[:2]))
         return cv2.cvtColor(plane, cv2.COLOR_GRAY2RGB)
     rgb = frame[..., :3]
     if color_order == 'bgr':
         rgb = rgb[..., ::-1]
-    return np.ascontiguousarray(_plane_to_uint8(rgb))
+    return np.ascontiguousarray(to_uint8(rgb))
 
 
 _U8_TO_FLOAT = np.arange(256, dtype=np.float32) / 255.0

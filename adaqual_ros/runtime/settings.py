@@ -74,7 +74,7 @@ class RestorerSettings:
         device (`str`): 'auto' (CUDA when present), 'cpu' or 'cuda' / 'cuda:N'.
         half (`bool`): fp16 on CUDA (ignored on CPU).
         cpu_bf16 (`bool`): bfloat16 on a CPU that computes it natively (AMX or AVX512-BF16):
-            on this project's CPU whole frames 1.2-1.4x faster at 640x480 and 1.8-2.2x at
+            on this project's CPU whole frames 1.15-1.44x faster at 640x480 and 1.8-2.2x at
             1920x1080 (the windows of partly clean frames about as fast as in float32), outputs
             within about 1/255 of float32 (docs/RESULTS.md, Speed). Other CPUs (which would
             emulate it, slower) run float32 either way.
